@@ -1,0 +1,51 @@
+"""Backbones by name: ``create_backbone("dlib_face_resnet", pretrained=True)``.
+
+Each backbone lives in its own module and registers a factory with ``@register_backbone``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Callable
+
+from mtfap.attributes import closest_name
+from mtfap.backbones.base import Backbone, InputSpec
+
+_REGISTRY: dict[str, Callable[..., Backbone]] = {}
+# Modules that register backbones when imported; listed here so the registry is complete
+# without importing torch-heavy code at package import.
+_MODULES: tuple[str, ...] = ()
+
+
+def register_backbone(name: str):
+    def wrap(factory):
+        _REGISTRY[name] = factory
+        return factory
+    return wrap
+
+
+def _load_all():
+    for module in _MODULES:
+        importlib.import_module(f"mtfap.backbones.{module}")
+
+
+def list_backbones() -> list[str]:
+    _load_all()
+    return sorted(_REGISTRY)
+
+
+def create_backbone(name: str, pretrained: bool | str = False, **kwargs) -> Backbone:
+    """Build backbone ``name``.
+
+    pretrained : False for random init, True for the weights shipped in an installed package
+        (where the backbone has one), or a path to a local state_dict / safetensors file.
+    """
+    _load_all()
+    if name not in _REGISTRY:
+        hint = closest_name(name, _REGISTRY)
+        tip = f" Did you mean {hint!r}?" if hint else ""
+        raise ValueError(f"unknown backbone {name!r}.{tip} Available: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name](pretrained=pretrained, **kwargs)
+
+
+__all__ = ["Backbone", "InputSpec", "create_backbone", "list_backbones", "register_backbone"]

@@ -1,0 +1,91 @@
+"""Image sources: a folder of files or a zip archive, addressed by the same relative keys."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import threading
+import zipfile
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from mtfap.data.errors import DataError
+
+
+class ImageSource:
+    """Reads images by key (a relative path such as ``img_align_celeba/000001.jpg``).
+
+    ``ImageSource.open(path)`` takes a folder or a ``.zip``; zip members are read in place,
+    without unpacking. Zip handles are opened per process and thread, so a source can be used
+    by DataLoader workers.
+    """
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.is_zip = self.root.is_file() and zipfile.is_zipfile(self.root)
+        if not self.root.exists():
+            raise DataError("image folder or zip not found", self.root,
+                            hint="check the path; give a folder of images or a .zip")
+        if self.root.is_file() and not self.is_zip:
+            raise DataError("not a zip archive or a folder", self.root,
+                            hint="give a folder of images or a .zip of them")
+        self._local = threading.local()
+
+    open = classmethod(lambda cls, root: cls(root))
+
+    def _zip(self) -> zipfile.ZipFile:
+        handle = getattr(self._local, "zip", None)
+        if handle is None or getattr(self._local, "pid", None) != os.getpid():
+            handle = zipfile.ZipFile(self.root)
+            self._local.zip, self._local.pid = handle, os.getpid()
+        return handle
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        del state["_local"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._local = threading.local()
+
+    def keys(self) -> list[str]:
+        """All image keys (jpg/jpeg/png), sorted."""
+        exts = (".jpg", ".jpeg", ".png")
+        if self.is_zip:
+            names = [n for n in self._zip().namelist() if n.lower().endswith(exts)]
+        else:
+            names = [p.relative_to(self.root).as_posix() for p in self.root.rglob("*")
+                     if p.suffix.lower() in exts]
+        return sorted(names)
+
+    def read_bytes(self, key: str) -> bytes:
+        try:
+            if self.is_zip:
+                return self._zip().read(key)
+            return (self.root / key).read_bytes()
+        except (KeyError, FileNotFoundError):
+            raise DataError(f"image {key!r} not found", self.root,
+                            hint="the label table names an image that is not there") from None
+
+    def load(self, key: str) -> Image.Image:
+        """Decode one image as RGB; a corrupt or truncated file raises DataError naming it."""
+        data = self.read_bytes(key)
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                img.load()
+                return img.convert("RGB")
+        except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+            raise DataError(f"cannot decode image {key!r}: {exc}", self.root,
+                            hint="the file is corrupt or truncated; replace it, or pass "
+                                 "--skip-bad-images to skip it with a warning") from None
+
+    def fingerprint(self) -> str:
+        """Changes when the source changes (path, size, mtime): the cache key of decoded images."""
+        st = self.root.stat()
+        return hashlib.sha1(f"{self.root.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
+
+    def __repr__(self) -> str:
+        return f"ImageSource({str(self.root)!r})"
