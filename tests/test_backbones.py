@@ -1,0 +1,71 @@
+"""The backbone registry and the contract every registered backbone keeps."""
+
+import pytest
+import torch
+
+from mtfap.backbones import Backbone, create_backbone, list_backbones
+
+
+@pytest.mark.parametrize("name", list_backbones())
+def test_every_backbone_keeps_the_contract(name):
+    torch.manual_seed(0)
+    model = create_backbone(name).eval()
+    assert isinstance(model, Backbone)
+    spec = model.input_spec
+    assert len(spec.size) == 2 and len(spec.mean) == 3 and len(spec.std) == 3
+    assert 0 < spec.crop <= 1
+    x = torch.randn(2, 3, *spec.size)
+    with torch.no_grad():
+        fmap = model.forward_features(x)
+        pooled = model(x)
+    assert fmap.ndim == 4 and fmap.shape[:2] == (2, model.feature_dim)
+    assert fmap.shape[2] >= 1 and fmap.shape[3] >= 1
+    assert pooled.shape == (2, model.feature_dim)
+    torch.testing.assert_close(pooled, fmap.mean(dim=(2, 3)))
+    assert torch.isfinite(pooled).all()
+    # Different images give different features (the network is not constant).
+    assert not torch.allclose(pooled[0], pooled[1])
+
+
+def test_unknown_name_suggests_the_closest():
+    with pytest.raises(ValueError, match=r"unknown backbone 'compcat'.*Did you mean 'compact'"):
+        create_backbone("compcat")
+
+
+def test_pretrained_true_without_packaged_weights_says_what_to_do():
+    with pytest.raises(ValueError, match="no weights in an installed package.*path/to/weights"):
+        create_backbone("compact", pretrained=True)
+
+
+@pytest.mark.parametrize("size", [64, 96, 128, (64, 80)])
+def test_compact_input_size_is_configurable(size):
+    model = create_backbone("compact", input_size=size).eval()
+    expected = (size, size) if isinstance(size, int) else size
+    assert model.input_spec.size == expected
+    with torch.no_grad():
+        fmap = model.forward_features(torch.randn(1, 3, *expected))
+    assert fmap.shape == (1, 256, expected[0] // 16, expected[1] // 16)
+
+
+def test_compact_rejects_a_too_small_input():
+    with pytest.raises(ValueError, match="input_size must be at least 16"):
+        create_backbone("compact", input_size=8)
+
+
+def test_compact_learns_a_simple_task():
+    """A few SGD steps separate bright from dark images: gradients flow through every stage."""
+    torch.manual_seed(0)
+    model = create_backbone("compact", input_size=32, widths=(8, 16))
+    head = torch.nn.Linear(model.feature_dim, 1)
+    x = torch.randn(32, 3, 32, 32) * 0.3
+    y = (torch.arange(32) % 2).float()
+    x = x + (y * 2 - 1).view(-1, 1, 1, 1)
+    opt = torch.optim.SGD([*model.parameters(), *head.parameters()], lr=0.05, momentum=0.9)
+    losses = []
+    for _ in range(15):
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(head(model(x)).squeeze(1), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
