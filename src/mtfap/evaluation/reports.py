@@ -1,0 +1,116 @@
+"""Writing results: JSON, CSV and Markdown tables, always atomically (temporary file, rename)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` via a temporary file in the same folder, then ``os.replace``.
+
+    A reader never sees a half-written file, even if the process dies mid-write.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _jsonable(value):
+    """numpy scalars/arrays and NaN -> plain JSON values (NaN becomes null)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return None if math.isnan(value) else float(value)
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_json(path: str | Path, obj) -> Path:
+    return atomic_write_text(path, json.dumps(_jsonable(obj), indent=2) + "\n")
+
+
+def write_csv(path: str | Path, frame: pd.DataFrame) -> Path:
+    return atomic_write_text(path, frame.to_csv(float_format="%.4f"))
+
+
+def markdown_table(frame: pd.DataFrame, digits: int = 2) -> str:
+    """A GitHub Markdown table of ``frame`` (index as the first column); NaN shows as '-'."""
+    def cell(value):
+        if isinstance(value, (float, np.floating)):
+            return "-" if math.isnan(value) else f"{value:.{digits}f}"
+        return str(value).replace("|", "\\|")
+    header = [frame.index.name or ""] + [str(c) for c in frame.columns]
+    numeric = [pd.api.types.is_numeric_dtype(frame[c]) for c in frame.columns]
+    rule = ["---"] + ["---:" if is_num else "---" for is_num in numeric]
+    rows = [[cell(i)] + [cell(v) for v in row] for i, row in zip(frame.index, frame.to_numpy())]
+    return "\n".join("| " + " | ".join(r) + " |" for r in [header, rule, *rows]) + "\n"
+
+
+def text_table(frame: pd.DataFrame, digits: int = 2) -> str:
+    """A plain aligned text table for the terminal; NaN shows as '-'."""
+    formatted = frame.apply(lambda col: col.map(
+        lambda v: "-" if isinstance(v, (float, np.floating)) and math.isnan(v)
+        else (f"{v:.{digits}f}" if isinstance(v, (float, np.floating)) else str(v))))
+    return formatted.to_string()
+
+
+def write_table(stem: str | Path, frame: pd.DataFrame, digits: int = 2, title: str | None = None,
+                extra: dict | None = None) -> dict[str, Path]:
+    """Write ``frame`` as ``stem.csv``, ``stem.md`` and ``stem.json`` (with ``extra`` merged in).
+
+    Returns the paths by format.
+    """
+    stem = Path(stem)
+    markdown = (f"## {title}\n\n" if title else "") + markdown_table(frame, digits)
+    records = {str(i): {str(c): v for c, v in row.items()} for i, row in frame.iterrows()}
+    return {
+        "csv": write_csv(stem.with_suffix(".csv"), frame),
+        "md": atomic_write_text(stem.with_suffix(".md"), markdown),
+        "json": write_json(stem.with_suffix(".json"), {**(extra or {}), "table": records}),
+    }
+
+
+def save_figure(fig, path: str | Path, svg: bool = False, dpi: int = 150) -> list[Path]:
+    """Save a matplotlib figure as PNG (and SVG beside it when ``svg``), atomically; close it.
+
+    Returns the written paths.
+    """
+    import matplotlib.pyplot as plt
+
+    path = Path(path).with_suffix(".png")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    written = []
+    for target, fmt in [(path, "png")] + ([(path.with_suffix(".svg"), "svg")] if svg else []):
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight")
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        written.append(target)
+    plt.close(fig)
+    return written
