@@ -103,6 +103,12 @@ class EfficientNetLite0(Backbone):
         self._conv_head = SameConv2d(channels, self.feature_dim, 1)
         self._bn1 = _bn(self.feature_dim)
         self._fc = nn.Linear(self.feature_dim, num_classes)
+        # PyTorch's default convolution init shrinks the signal through 50 layers until random
+        # networks give the same features for every image; He init on the fan-in (9 inputs for
+        # a depthwise 3x3) keeps its scale.
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
 
     def forward_features(self, x):
         x = F.relu6(self._bn0(self._conv_stem(x)))
