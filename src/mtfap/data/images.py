@@ -51,15 +51,20 @@ class ImageSource:
         self.__dict__.update(state)
         self._local = threading.local()
 
-    def keys(self) -> list[str]:
-        """All image keys (jpg/jpeg/png), sorted."""
+    def keys(self, under: str = "") -> list[str]:
+        """All image keys (jpg/jpeg/png), sorted; only those below folder ``under`` if given.
+
+        Listing reads the folder or the zip's table of contents only: no image is decoded.
+        macOS metadata (``__MACOSX/``, ``._name.jpg``) is not an image and is left out.
+        """
         exts = (".jpg", ".jpeg", ".png")
+        prefix = under.strip("/") + "/" if under.strip("/") else ""
         if self.is_zip:
-            names = [n for n in self._zip().namelist() if n.lower().endswith(exts)]
+            names = [n for n in self._zip().namelist() if n.startswith(prefix)]
         else:
-            names = [p.relative_to(self.root).as_posix() for p in self.root.rglob("*")
-                     if p.suffix.lower() in exts]
-        return sorted(names)
+            top = self.root / prefix
+            names = [p.relative_to(self.root).as_posix() for p in top.rglob("*")] if top.is_dir() else []
+        return sorted(n for n in names if n.lower().endswith(exts) and _is_real_file(n))
 
     def read_bytes(self, key: str) -> bytes:
         try:
@@ -89,3 +94,9 @@ class ImageSource:
 
     def __repr__(self) -> str:
         return f"ImageSource({str(self.root)!r})"
+
+
+def _is_real_file(key: str) -> bool:
+    """False for the metadata files macOS puts into archives and folders."""
+    name = key.rsplit("/", 1)[-1]
+    return not (key.startswith("__MACOSX/") or name.startswith("._"))
