@@ -1,0 +1,278 @@
+"""Image pipeline: preprocessing, the decoded-image cache, augmentation and the loader."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data.distributed import DistributedSampler
+
+from mtfap.backbones.base import InputSpec
+from mtfap.data.dataset import FaceDataset
+from mtfap.data.errors import DataError
+from mtfap.data.images import ImageSource
+from mtfap.data.pipeline import (Augmentation, FaceImageDataset, build_cache, cache_folder,
+                                 find_cache, make_loader, normalize, preprocess)
+
+SPEC = InputSpec(size=(16, 16), crop=0.9)
+N_IMAGES = 12
+
+
+def _write_images(folder, n=N_IMAGES, seed=0):
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    keys = []
+    for i in range(n):
+        shape = (30, 24, 3) if i % 2 else (22, 28, 3)  # portrait and landscape
+        key = f"img/{i:03d}.png"
+        (folder / "img").mkdir(exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(folder / key)
+        keys.append(key)
+    return keys
+
+
+def _zip_folder(folder, zip_path):
+    with zipfile.ZipFile(zip_path, "w") as archive:
+        for path in sorted(folder.rglob("*.png")):
+            archive.write(path, path.relative_to(folder).as_posix())
+    return zip_path
+
+
+def _dataset(root, keys, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, (len(keys), 3))
+    mask = rng.random((len(keys), 3)) > 0.2
+    split = np.arange(len(keys)) % 3
+    return FaceDataset("toy", ImageSource(root), list(keys), ["Male", "Smiling", "Young"], labels,
+                       mask, identities=np.arange(len(keys)) // 2, split=split)
+
+
+@pytest.fixture()
+def toy(tmp_path):
+    keys = _write_images(tmp_path / "images")
+    return _dataset(tmp_path / "images", keys)
+
+
+def _entries(folder):
+    return sorted(p.name for p in folder.iterdir() if p.suffix in (".u8", ".json"))
+
+
+def test_preprocess_crops_the_centre_square_and_resizes():
+    # 40 wide, 60 high: the centre square is rows 10..50. Paint rows outside it red.
+    image = np.zeros((60, 40, 3), np.uint8)
+    image[:, :, 1] = 200
+    image[:10, :, :] = (255, 0, 0)
+    image[50:, :, :] = (255, 0, 0)
+    out = preprocess(Image.fromarray(image), InputSpec(size=(20, 10), crop=1.0))
+    assert out.shape == (20, 10, 3) and out.dtype == np.uint8
+    assert out[2:-2, :, 0].max() == 0  # away from the filter's reach of the border: no red
+    assert abs(int(out[:, :, 1].mean()) - 200) < 25
+    half = preprocess(Image.fromarray(image), InputSpec(size=(20, 20), crop=0.5))
+    assert half[:, :, 0].max() == 0 and half[:, :, 1].min() == 200
+    with pytest.raises(ValueError, match="crop"):
+        preprocess(Image.fromarray(image), InputSpec(size=(20, 20), crop=1.5))
+
+
+def test_normalize_matches_the_formula():
+    images = torch.randint(0, 256, (2, 3, 4, 5), dtype=torch.uint8)
+    spec = InputSpec(size=(4, 5), mean=(0.1, 0.2, 0.3), std=(0.5, 0.25, 2.0))
+    expected = (images.numpy() / 255.0 - np.array(spec.mean)[:, None, None]) / np.array(spec.std)[:, None, None]
+    np.testing.assert_allclose(normalize(images, spec).numpy(), expected, atol=1e-6)
+    np.testing.assert_allclose(normalize(images.float() / 255, spec).numpy(), expected, atol=1e-6)
+
+
+def test_cache_equals_direct_decoding_and_serves_subsets(toy, tmp_path):
+    cache = build_cache(toy, SPEC, tmp_path / "cache", progress=False)
+    direct = np.stack([preprocess(toy.source.load(k), SPEC) for k in toy.keys])
+    np.testing.assert_array_equal(cache.array[cache.rows(toy.keys)], direct)
+    sidecar = json.loads(next(cache_folder(toy, tmp_path / "cache").glob("*.json")).read_text())
+    assert sidecar["size"] == [16, 16] and sidecar["crop"] == 0.9 and sidecar["count"] == N_IMAGES
+    assert sidecar["fingerprint"] == toy.source.fingerprint() and sidecar["bad_keys"] == []
+
+    # A split reuses the full cache (no new entry) and reads the right rows.
+    before = _entries(cache_folder(toy, tmp_path / "cache"))
+    test_split = toy.get_split("test")
+    images = FaceImageDataset(test_split, SPEC, cache_dir=tmp_path / "cache", progress=False)
+    assert images.cache.data_path == cache.data_path
+    assert _entries(cache_folder(toy, tmp_path / "cache")) == before
+    got = np.stack([images[i][0].permute(1, 2, 0).numpy() for i in range(len(images))])
+    np.testing.assert_array_equal(got, direct[toy.split_indices("test")])
+    # Another size is another entry.
+    assert find_cache(toy, InputSpec(size=(8, 8), crop=0.9), tmp_path / "cache") is None
+
+
+def test_cache_is_rebuilt_when_the_source_changes(tmp_path):
+    folder = tmp_path / "images"
+    keys = _write_images(folder, seed=0)
+    zip_path = _zip_folder(folder, tmp_path / "faces.zip")
+    first = build_cache(_dataset(zip_path, keys), SPEC, tmp_path / "cache", progress=False)
+    old = np.array(first.array)
+
+    _write_images(folder, seed=1)  # same keys, new pixels
+    time.sleep(0.01)
+    _zip_folder(folder, zip_path)
+    changed = _dataset(zip_path, keys)
+    assert find_cache(changed, SPEC, tmp_path / "cache") is None
+    second = build_cache(changed, SPEC, tmp_path / "cache", progress=False)
+    direct = np.stack([preprocess(changed.source.load(k), SPEC) for k in keys])
+    np.testing.assert_array_equal(second.array[second.rows(keys)], direct)
+    assert not np.array_equal(np.array(second.array), old)
+    # The entry of the old zip is gone, not left to fill the disk.
+    assert len(_entries(cache_folder(changed, tmp_path / "cache"))) == 2
+
+
+def test_failed_build_leaves_no_cache(toy, tmp_path, monkeypatch):
+    real_load, calls = ImageSource.load, []
+
+    def interrupted(self, key):
+        calls.append(key)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return real_load(self, key)
+
+    monkeypatch.setattr(ImageSource, "load", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        build_cache(toy, SPEC, tmp_path / "cache", num_threads=1, progress=False)
+    assert find_cache(toy, SPEC, tmp_path / "cache") is None
+    assert list(cache_folder(toy, tmp_path / "cache").glob("*.u8*")) == []
+
+
+def test_killed_build_leaves_no_valid_looking_cache(toy, tmp_path):
+    cache_dir = tmp_path / "cache"
+    script = textwrap.dedent(f"""
+        import time
+        import numpy as np
+        from mtfap.backbones.base import InputSpec
+        from mtfap.data.dataset import FaceDataset
+        from mtfap.data.images import ImageSource
+        from mtfap.data import pipeline
+        real = ImageSource.load
+        def slow(self, key):
+            time.sleep(0.3)
+            return real(self, key)
+        ImageSource.load = slow
+        keys = {toy.keys!r}
+        ds = FaceDataset("toy", ImageSource({str(toy.source.root)!r}), keys, ["Male"],
+                         np.zeros((len(keys), 1)), np.ones((len(keys), 1)))
+        pipeline.build_cache(ds, InputSpec(size=(16, 16), crop=0.9), {str(cache_dir)!r},
+                             num_threads=1, progress=False)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    folder = cache_folder(toy, cache_dir)
+    try:
+        deadline = time.time() + 60
+        while not list(folder.glob("*.tmp-*")) and time.time() < deadline:
+            assert proc.poll() is None, "the build ended before it could be killed"
+            time.sleep(0.05)
+        assert list(folder.glob("*.tmp-*")), "the build never started writing"
+    finally:
+        proc.kill()
+        proc.wait()
+    assert find_cache(toy, SPEC, cache_dir) is None
+    assert not list(folder.glob("*.json"))
+    cache = build_cache(toy, SPEC, cache_dir, progress=False)  # a new build succeeds ...
+    assert not list(folder.glob("*.tmp-*"))                      # ... and clears the leftovers
+    assert find_cache(toy, SPEC, cache_dir).data_path == cache.data_path
+
+
+def test_corrupt_image_fails_with_its_name_or_is_skipped_with_a_warning(toy, tmp_path):
+    bad_key = toy.keys[4]
+    (toy.source.root / bad_key).write_bytes(b"not a png at all")
+    with pytest.raises(DataError, match="003|004"):
+        build_cache(toy, SPEC, tmp_path / "cache", progress=False)
+    assert find_cache(toy, SPEC, tmp_path / "cache") is None
+
+    with pytest.warns(UserWarning, match="004"):
+        images = FaceImageDataset(toy, SPEC, cache_dir=tmp_path / "cache", skip_bad_images=True,
+                                  progress=False)
+    assert len(images) == N_IMAGES - 1 and 4 not in {images[i][3] for i in range(len(images))}
+    assert not images.mask[4].any() and images.mask[5].equal(torch.from_numpy(toy.mask[5]))
+    # The cache remembers the bad image: asking again without skipping names it.
+    with pytest.raises(DataError, match="004"):
+        FaceImageDataset(toy, SPEC, cache_dir=tmp_path / "cache", progress=False)
+
+    uncached = FaceImageDataset(toy, SPEC, cache=False, skip_bad_images=True)
+    with pytest.warns(UserWarning, match="004"):
+        image, _, mask, index = uncached[4]
+    assert index == 4 and not mask.any() and image.abs().sum() == 0
+
+
+def test_loader_batches_are_normalised_with_labels_and_mask(toy, tmp_path):
+    spec = InputSpec(size=(16, 16), mean=(0.5, 0.4, 0.3), std=(0.2, 0.3, 0.4), crop=0.9)
+    loader = make_loader(toy, spec, train=False, batch_size=5, cache_dir=tmp_path / "cache")
+    batches = list(loader)
+    assert [len(b.index) for b in batches] == [5, 5, 2]
+    batch = batches[0]
+    assert batch.images.shape == (5, 3, 16, 16) and batch.images.dtype == torch.float32
+    assert batch.labels.dtype == torch.float32 and batch.mask.dtype == torch.bool
+    assert batch.index.tolist() == [0, 1, 2, 3, 4]  # evaluation: in order, not shuffled
+    raw = np.stack([preprocess(toy.source.load(toy.keys[i]), spec) for i in range(5)])
+    expected = (raw.transpose(0, 3, 1, 2) / 255.0 - np.array(spec.mean)[:, None, None]) \
+        / np.array(spec.std)[:, None, None]
+    np.testing.assert_allclose(batch.images.numpy(), expected, atol=1e-5)
+    np.testing.assert_array_equal(batch.labels.numpy(), toy.labels[:5])
+    np.testing.assert_array_equal(batch.mask.numpy(), toy.mask[:5])
+    assert len(make_loader(toy, spec, train=False, batch_size=5, drop_last=True,
+                           cache_dir=tmp_path / "cache")) == 2
+
+
+def test_loader_accepts_a_distributed_sampler(toy, tmp_path):
+    sampler = DistributedSampler(range(N_IMAGES), num_replicas=2, rank=1, shuffle=False)
+    loader = make_loader(toy, SPEC, train=True, batch_size=4, sampler=sampler,
+                         cache_dir=tmp_path / "cache")
+    seen = torch.cat([b.index for b in loader]).tolist()
+    assert seen == list(range(1, N_IMAGES, 2))
+    with pytest.raises(ValueError, match="sampler"):
+        make_loader(toy, SPEC, train=True, shuffle=True, sampler=sampler, cache=False)
+
+
+def test_flip_flips_and_the_identity_settings_change_nothing():
+    images = torch.rand(3, 3, 8, 10)
+    flip = Augmentation(flip_prob=1.0, scale=(1.0, 1.0), max_shift=0.0, brightness=0.0, contrast=0.0)
+    assert torch.equal(flip(images, [0, 1, 2], seed=0, epoch=0), images.flip(-1))
+    none = Augmentation(flip_prob=0.0, scale=(1.0, 1.0), max_shift=0.0, brightness=0.0, contrast=0.0)
+    assert torch.equal(none(images, [0, 1, 2], seed=0, epoch=0), images)
+    with pytest.raises(ValueError, match="scale"):
+        Augmentation(scale=(0.9, 1.2))
+
+
+def test_augmentation_is_seeded_per_image(toy, tmp_path):
+    augment = Augmentation()
+    images = torch.rand(4, 3, 16, 16)
+    out = augment(images, [7, 8, 9, 10], seed=3, epoch=2)
+    assert out.min() >= 0 and out.max() <= 1 and not torch.allclose(out, images)
+    again = augment(images[2:], [9, 10], seed=3, epoch=2)  # other batch, same draws per image
+    assert torch.allclose(out[2:], again)
+    assert not torch.allclose(augment(images, [7, 8, 9, 10], seed=3, epoch=3), out)
+
+    def passes(loader, epochs=2):
+        return [torch.cat([b.images for b in loader]) for _ in range(epochs)]
+
+    one = passes(make_loader(toy, SPEC, train=True, batch_size=4, seed=5, cache_dir=tmp_path))
+    two = passes(make_loader(toy, SPEC, train=True, batch_size=4, seed=5, cache_dir=tmp_path))
+    assert all(torch.equal(a, b) for a, b in zip(one, two))
+    assert not torch.equal(one[0], one[1])  # new order and new draws each epoch
+    other = passes(make_loader(toy, SPEC, train=True, batch_size=4, seed=6, cache_dir=tmp_path))
+    assert not torch.equal(one[0], other[0])
+
+
+@pytest.mark.slow
+def test_workers_give_the_same_batches_as_the_main_process(toy, tmp_path):
+    kwargs = dict(train=True, batch_size=4, seed=1, cache_dir=tmp_path)
+    main = [b.images for b in make_loader(toy, SPEC, num_workers=0, **kwargs)]
+    workers = [b.images for b in make_loader(toy, SPEC, num_workers=2, **kwargs)]
+    assert all(torch.equal(a, b) for a, b in zip(main, workers)) and len(main) == len(workers)
+
+
+def test_default_cache_dir_follows_the_environment(toy, tmp_path, monkeypatch):
+    monkeypatch.setenv("MTFAP_CACHE", str(tmp_path / "env-cache"))
+    build_cache(toy, SPEC, progress=False)
+    assert (tmp_path / "env-cache" / "decoded").is_dir()
+    assert os.listdir(tmp_path / "env-cache" / "decoded")
