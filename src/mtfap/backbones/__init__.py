@@ -14,7 +14,7 @@ from mtfap.backbones.base import Backbone, InputSpec
 _REGISTRY: dict[str, Callable[..., Backbone]] = {}
 # Modules that register backbones when imported; listed here so the registry is complete
 # without importing torch-heavy code at package import.
-_MODULES: tuple[str, ...] = ("compact", "dlib_face", "efficientnet_lite")
+_MODULES: tuple[str, ...] = ("compact", "dlib_face", "efficientnet_lite", "resnet", "vgg")
 
 
 def register_backbone(name: str):
