@@ -73,3 +73,20 @@ def test_compact_learns_a_simple_task():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_speed_benchmark_command(tmp_path, capsys):
+    import json
+
+    from mtfap.backbones.benchmark import main
+    out = tmp_path / "speeds.json"
+    assert main(["--backbones", "compact", "--batch", "2", "--repeats", "1", "--threads", str(torch.get_num_threads()),
+                 "--json", str(out)]) == 0
+    result = json.loads(out.read_text())["results"][0]
+    assert result["backbone"] == "compact" and result["images_per_s"] > 0
+    assert result["parameters"] == sum(p.numel() for p in create_backbone("compact").parameters())
+    assert "compact" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--backbones", "resnet19"])
+    assert exit_info.value.code == 2
+    assert "unknown backbone(s) resnet19" in capsys.readouterr().err
