@@ -72,26 +72,25 @@ def test_pairs_file_alone_gives_person_relative_keys(tmp_path):
     assert pairs[0]["key1"] == "Ann_Lee/Ann_Lee_0001.jpg"
 
 
-def test_pairs_bad_lines(tmp_path):
+@pytest.mark.parametrize("line, text, message", [
+    (3, "Bob_Stone\t1\tCy_Young\t1", "expected a matched pair 'Name i j' \\(3 fields\\), found 4"),
+    (4, "Ann_Lee\t2\t3", "expected a mismatched pair 'Name1 i Name2 j' \\(4 fields\\), found 3"),
+    (2, "Ann_Lee\t1\t9", "pair names an image that does not exist: Ann_Lee/Ann_Lee_0009.jpg"),
+    (2, "Ann_Lee\tone\t2", "image numbers must be integers"),
+    (1, "ten 300", "line 1 should be 'FOLDS PAIRS_PER_FOLD'"),
+])
+def test_pairs_bad_lines(tmp_path, line, text, message):
     make_lfw(tmp_path)
     path = tmp_path / "pairs.txt"
-    replace_line(path, 3, "Bob_Stone\t1\tCy_Young\t1")  # a mismatched pair among the matched
-    with pytest.raises(DataError, match="expected a matched pair 'Name i j' \\(3 fields\\), found 4") as err:
+    replace_line(path, line, text)
+    with pytest.raises(DataError, match=message) as err:
         read_lfw_pairs(path)
-    assert (err.value.path, err.value.line) == (path, 3)
+    assert (err.value.path, err.value.line) == (path, line)
+
+
+def test_pairs_truncated_file(tmp_path):
     make_lfw(tmp_path)
-    replace_line(path, 2, "Ann_Lee\t1\t9")
-    with pytest.raises(DataError, match="pair names an image that does not exist: Ann_Lee/Ann_Lee_0009.jpg"):
-        read_lfw_pairs(path)
-    make_lfw(tmp_path)
-    replace_line(path, 2, "Ann_Lee\tone\t2")
-    with pytest.raises(DataError, match="image numbers must be integers"):
-        read_lfw_pairs(path)
-    make_lfw(tmp_path)
-    replace_line(path, 1, "ten 300")
-    with pytest.raises(DataError, match="line 1 should be 'FOLDS PAIRS_PER_FOLD'"):
-        read_lfw_pairs(path)
-    make_lfw(tmp_path)
+    path = tmp_path / "pairs.txt"
     replace_line(path, 9, None)
     log = ProblemLog(strict=False)
     assert len(read_lfw_pairs(path, log=log)) == 7

@@ -134,14 +134,16 @@ def run_check(args) -> int:
     report = check_dataset(args.path, decode=args.decode,
                            skip_bad_images=args.skip_bad_images, progress=not args.json,
                            **_options(args))
-    images = None if report.dataset is None else len(report.dataset)
+    images = report.images
     if args.json:
         problems = [{"message": p.message, "path": None if p.path is None else str(p.path),
                      "line": p.line, "hint": p.hint, "text": str(p)} for p in report.problems]
-        print(json.dumps({"path": args.path, "layout": report.layout, "ok": report.ok,
-                          "images": images, "problems": problems, "warnings": report.warnings}, indent=2))
+        usable = None if report.dataset is None else len(report.dataset)
+        print(json.dumps({"path": args.path, "layout": report.layout, "ok": report.ok, "images": images,
+                          "usable_images": usable, "problems": problems, "warnings": report.warnings},
+                         indent=2))
         return 0 if report.ok else 1
-    print(f"checked {args.path} ({report.layout})" + (f": {images:,} images" if images is not None else ""))
+    print(f"checked {args.path} ({report.layout})" + (f": {images:,} images read" if images is not None else ""))
     for message in report.warnings:
         print(f"warning: {message}")
     shown = report.problems[:max(args.max_problems, 0)]

@@ -61,7 +61,7 @@ def read_whitespace_table(path: str | Path, columns: list[str], *, skip_lines: i
     Table with int64 values. Blank lines are skipped; with a collecting log, bad lines are
     reported and left out.
 
-    The happy path is one vectorised pandas read (0.7 s for CelebA's 202,599 x 40 file); only
+    The happy path is one vectorised pandas read (0.7 s for a 202,599 x 40 file, quiet machine); only
     when it finds something wrong does a line-by-line scan run to name every bad line and cell.
     """
     path, log = Path(path), log or ProblemLog()

@@ -39,13 +39,18 @@ def check_images(dataset: FaceDataset, skip_bad_images: bool = False, progress: 
 
 @dataclass
 class CheckReport:
-    """What ``check_dataset`` found: problems make the data unusable, warnings are worth a look."""
+    """What ``check_dataset`` found: problems make the data unusable, warnings are worth a look.
+
+    ``images`` is the number of image rows read; ``dataset`` what remains usable (without rows
+    that had problems and, after decoding, without images that failed).
+    """
 
     path: str
     layout: str
     dataset: FaceDataset | None
     problems: list[DataError] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    images: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -99,6 +104,7 @@ def check_dataset(path: str | Path | None, decode: bool = False, skip_bad_images
     except DataError as error:  # a problem that stops the reading (missing file, bad header)
         log.problems.append(error)
         return report
+    report.images = len(report.dataset)
     _check_labels(report.dataset, log)
     if decode:
         report.dataset = check_images(report.dataset, skip_bad_images, progress, log)
