@@ -1,0 +1,246 @@
+"""The training configuration: one typed object, from a TOML/YAML file plus command-line overrides.
+
+A run is fully described by a :class:`TrainConfig`. ``load_config("run.toml", overrides)`` reads a
+file (flat keys; ``heads_params`` and ``backbone_args`` are tables), applies ``key=value``
+overrides, checks every key and value, and the trainer saves the resolved result as
+``config.json`` in the run directory, so a run can always be repeated from its own folder.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Literal
+
+import yaml
+
+from mtfap.attributes import closest_name
+
+HEAD_METHODS = ("independent", "lowrank_sparse", "graph")
+
+# Keys that change how a run is executed, not what it computes: a checkpoint may be resumed
+# with other values of these (another machine, more workers, a longer step budget).
+EXECUTION_KEYS = frozenset({"output_dir", "num_workers", "cache_dir", "device", "max_steps",
+                            "progress"})
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on.
+
+    Data
+        data : path of a dataset any reader understands (``mtfap.data.open_dataset``).
+        attributes : the attributes to learn; None = all of the dataset's.
+        cache_dir : where decoded, resized images are cached (None = the pipeline's default).
+        num_workers : DataLoader worker processes.
+    Model
+        backbone, pretrained, backbone_args : ``create_backbone(backbone, pretrained, **backbone_args)``.
+        heads : ``independent`` (eq. 1), ``lowrank_sparse`` (eq. 3, Algorithms 1-2) or ``graph``
+            (eq. 6-14, Algorithm 3).
+        heads_params : keyword arguments of ``make_torch_heads`` (regularisation weights, solver,
+            task groups, ...).
+    Optimisation
+        optimizer : ``sgd`` (with ``momentum``) or ``adamw`` for the backbone and the heads.
+        lr, weight_decay : peak learning rate; weight decay on the backbone only (the heads are
+            regularised by Omega(W)).
+        schedule : ``cosine`` (to 0), ``step`` (times ``step_gamma`` every ``step_epochs``) or
+            ``none``, after a linear warm-up of ``warmup_epochs``.
+        grad_clip_norm : clip the global gradient norm (None = no clipping).
+        epochs, batch_size : ``batch_size`` is the global batch, split over processes.
+        freeze_backbone_epochs : train only the heads for this many first epochs.
+        max_steps : stop after this many optimiser steps (smoke tests); None = all epochs.
+    Execution
+        seed, device (``auto``/``cpu``/``cuda``), amp (``auto`` = bf16 autocast on GPUs,
+        ``bf16``, ``off``), flip_test (average the logits of each image and its mirror at
+        evaluation), output_dir, progress (show progress bars).
+    """
+
+    data: str = ""
+    attributes: list[str] | None = None
+    cache_dir: str | None = None
+    num_workers: int = 0
+
+    backbone: str = "compact"
+    pretrained: bool | str = False
+    backbone_args: dict = field(default_factory=dict)
+    heads: Literal["independent", "lowrank_sparse", "graph"] = "lowrank_sparse"
+    heads_params: dict = field(default_factory=dict)
+
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: Literal["cosine", "step", "none"] = "cosine"
+    step_epochs: int = 10
+    step_gamma: float = 0.1
+    warmup_epochs: float = 0.0
+    grad_clip_norm: float | None = None
+    epochs: int = 10
+    batch_size: int = 64
+    freeze_backbone_epochs: int = 0
+    max_steps: int | None = None
+
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: Literal["auto", "bf16", "off"] = "auto"
+    flip_test: bool = False
+    output_dir: str = "runs/mtfap"
+    progress: bool = True
+
+    def __post_init__(self):
+        for f in fields(self):
+            setattr(self, f.name, _coerce(f.name, getattr(self, f.name), _HINTS[f.name]))
+        positive = ("lr", "epochs", "batch_size", "step_epochs")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"config {name} must be > 0, got {getattr(self, name)!r}")
+        for name in ("weight_decay", "momentum", "warmup_epochs", "num_workers",
+                     "freeze_backbone_epochs"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"config {name} must be >= 0, got {getattr(self, name)!r}")
+        if self.max_steps is not None and self.max_steps <= 0:
+            raise ValueError(f"config max_steps must be > 0 or None, got {self.max_steps!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the resolved config as JSON (atomically)."""
+        from mtfap.evaluation.reports import write_json
+        return write_json(path, self.to_dict())
+
+    def differences(self, other: "TrainConfig", ignore=EXECUTION_KEYS) -> dict:
+        """``{key: (self value, other value)}`` for every key that differs, except ``ignore``."""
+        mine, theirs = self.to_dict(), other.to_dict()
+        return {k: (mine[k], theirs.get(k)) for k in mine
+                if k not in ignore and mine[k] != theirs.get(k)}
+
+
+_HINTS = typing.get_type_hints(TrainConfig)
+FIELD_NAMES = tuple(f.name for f in fields(TrainConfig))
+
+
+def _coerce(name: str, value, hint):
+    """Check ``value`` against the annotation ``hint``; convert the harmless cases (int -> float)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(name, value, option)
+            except ValueError as exc:
+                errors.append(str(exc))
+        raise ValueError(errors[0])
+    if origin is Literal:
+        if value not in args:
+            hint_name = closest_name(str(value), [str(a) for a in args])
+            tip = f" Did you mean {hint_name!r}?" if hint_name else ""
+            raise ValueError(f"config {name}={value!r} is not one of {', '.join(map(str, args))}.{tip}")
+        return value
+    if origin is list:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise ValueError(f"config {name} must be a list of names, got {value!r}")
+        return list(value)
+    if hint is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"config {name} must be a table of key = value, got {value!r}")
+        return dict(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"config {name} must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"config {name} must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"config {name} must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ValueError(f"config {name} must be a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config annotation {hint!r} for {name}")
+
+
+def check_keys(keys, where: str) -> None:
+    """Unknown keys raise, naming ``where`` they came from and the closest known key."""
+    for key in keys:
+        if key not in FIELD_NAMES:
+            hint = closest_name(key, FIELD_NAMES)
+            tip = f" Did you mean {hint!r}?" if hint else ""
+            raise ValueError(f"{where}: unknown config key {key!r}.{tip} "
+                             f"Known keys: {', '.join(FIELD_NAMES)}")
+
+
+def read_config_file(path: str | Path) -> dict:
+    """The key/value table of a ``.toml``, ``.yaml``/``.yml`` or ``.json`` config file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: config file not found")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".toml":
+            table = tomllib.loads(path.read_text())
+        elif suffix in (".yaml", ".yml"):
+            table = yaml.safe_load(path.read_text()) or {}
+        elif suffix == ".json":
+            table = json.loads(path.read_text())
+        else:
+            raise ValueError(f"{path}: config files must end in .toml, .yaml, .yml or .json")
+    except (tomllib.TOMLDecodeError, yaml.YAMLError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: cannot parse config: {exc}") from None
+    if not isinstance(table, dict):
+        raise ValueError(f"{path}: a config file must be a table of key = value")
+    check_keys(table, str(path))
+    return table
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    """``"key=value"`` -> (key, value), the value read as YAML (numbers, booleans, lists)."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ValueError(f"--set {text!r}: expected key=value, for example --set lr=0.05")
+    check_keys([key.split(".")[0]], f"--set {text!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def merge_overrides(table: dict, overrides) -> dict:
+    """Apply (key, value) pairs; ``heads_params.lam=0.1`` sets one entry of a table key."""
+    table = {k: (dict(v) if isinstance(v, dict) else v) for k, v in table.items()}
+    for key, value in overrides:
+        top, _, sub = key.partition(".")
+        check_keys([top], f"override {key!r}")
+        if sub:
+            if _HINTS[top] is not dict:
+                raise ValueError(f"override {key!r}: {top} is not a table")
+            table.setdefault(top, {})[sub] = value
+        else:
+            table[key] = value
+    return table
+
+
+def load_config(path: str | Path | None = None, overrides=()) -> TrainConfig:
+    """A :class:`TrainConfig` from an optional file and (key, value) overrides applied in order."""
+    table = read_config_file(path) if path is not None else {}
+    return TrainConfig(**merge_overrides(table, overrides))
+
+
+def config_from_dict(table: dict, where: str = "config") -> TrainConfig:
+    """Rebuild a config saved by :meth:`TrainConfig.to_dict` (for example from a checkpoint)."""
+    check_keys(table, where)
+    return TrainConfig(**table)
