@@ -80,7 +80,8 @@ def test_speed_benchmark_command(tmp_path, capsys):
 
     from mtfap.backbones.benchmark import main
     out = tmp_path / "speeds.json"
-    assert main(["--backbones", "compact", "--batch", "2", "--repeats", "1", "--threads", str(torch.get_num_threads()),
+    threads = str(torch.get_num_threads())  # main() sets it for the whole process
+    assert main(["--backbones", "compact", "--batch", "2", "--repeats", "1", "--threads", threads,
                  "--json", str(out)]) == 0
     result = json.loads(out.read_text())["results"][0]
     assert result["backbone"] == "compact" and result["images_per_s"] > 0

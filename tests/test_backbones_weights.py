@@ -41,8 +41,8 @@ def test_round_trip_through_a_file(tmp_path, suffix):
 def test_checkpoint_wrapper_and_dataparallel_prefix_are_unwrapped(tmp_path):
     source = _small(1)
     path = tmp_path / "ckpt.pt"
-    torch.save({"epoch": 3, "state_dict": {"module." + k: v for k, v in source.state_dict().items()}},
-               path)
+    wrapped = {"module." + k: v for k, v in source.state_dict().items()}
+    torch.save({"epoch": 3, "state_dict": wrapped}, path)
     target = _small(2)
     report = load_local_weights(target, path)
     assert report.complete and _same_weights(source, target)
@@ -66,7 +66,8 @@ def test_missing_unexpected_and_mismatched_names_are_reported(tmp_path):
     assert report.mismatched == [("features.2.0.weight", (16, 8, 5, 5), (16, 8, 3, 3))]
     # The mismatched tensor is left alone, the matched ones are loaded.
     assert torch.equal(target.state_dict()["features.2.0.weight"], before)
-    assert torch.equal(target.state_dict()["features.0.0.weight"], source.state_dict()["features.0.0.weight"])
+    first = "features.0.0.weight"
+    assert torch.equal(target.state_dict()[first], source.state_dict()[first])
     assert "features.2.0.weight file (16, 8, 5, 5) vs model (16, 8, 3, 3)" in report.summary()
     with pytest.raises(DataError, match="does not cover the whole model"):
         load_local_weights(_small(3), path, strict=True)

