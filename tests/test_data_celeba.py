@@ -199,3 +199,21 @@ def test_shared_celeba_subset(celeba_dir):
     assert seconds < 10, f"reading took {seconds:.1f} s"
     # Male is 44.5 % of this subset (counted from the label file: -1/1 became 0/1).
     assert abs(data.labels[:, CELEBA_ATTRIBUTES.index("Male")].mean() - 0.445) < 0.001
+
+
+def test_zip_without_the_top_folder_or_with_other_files(tmp_path):
+    import zipfile
+    truth = make_celeba(tmp_path)
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for name in ("list_attr_celeba.txt", "list_eval_partition.txt", "identity_CelebA.txt"):
+        (flat / name).write_bytes((tmp_path / name).read_bytes())
+    with zipfile.ZipFile(tmp_path / "img_align_celeba.zip") as src, \
+            zipfile.ZipFile(flat / "img_align_celeba.zip", "w") as dst:
+        for member in src.namelist():
+            dst.writestr(member.split("/")[-1], src.read(member))
+    assert read_celeba(flat).keys == truth["names"]
+    with zipfile.ZipFile(tmp_path / "img_align_celeba.zip", "a") as archive:
+        archive.writestr("img_celeba/000001.jpg", b"in-the-wild image")
+        archive.writestr("__MACOSX/img_align_celeba/._000001.jpg", b"metadata")
+    assert read_celeba(tmp_path).keys == [f"img_align_celeba/{n}" for n in truth["names"]]

@@ -59,7 +59,9 @@ def celeba_images(root: str | Path) -> tuple[ImageSource, list[str]]:
                         hint="put the aligned CelebA images next to list_attr_celeba.txt "
                              "(the zip can stay packed)")
     source = ImageSource(archive)
-    return source, source.keys()
+    # The official zip holds img_align_celeba/NNNNNN.jpg; a home-made one may hold the files at
+    # its top level, next to other folders or not.
+    return source, source.keys(under=IMAGE_FOLDER) or source.keys()
 
 
 def read_celeba_attributes(path: str | Path, log: ProblemLog | None = None) -> Table:

@@ -27,8 +27,7 @@ from mtfap.data.tables import match_images, read_csv_table
 TABLE_SUFFIXES = (".csv", ".tsv", ".tab")
 MISSING = ("", "na", "nan", "n/a")
 POSITIVE, NEGATIVE = ("1", "+1", "1.0"), ("0", "-1", "0.0", "-1.0")
-SPLIT_NAMES = {**{name: code for name, code in SPLITS.items()}, "valid": 1, "validation": 1,
-               **{str(code): code for code in SPLITS.values()}}
+SPLIT_NAMES = {**SPLITS, "valid": 1, "validation": 1, **{str(code): code for code in SPLITS.values()}}
 DEFAULT_IDENTITY, DEFAULT_SPLIT, DEFAULT_IMAGE = "identity", "split", "image"
 
 
@@ -119,8 +118,8 @@ def read_table_dataset(images: str | Path, table: str | Path, identity_column: s
     rows, keys = match_images(parsed, table, source.keys(), source.root, log)
     cells = parsed.values[rows]
     lines = parsed.lines[rows]
-    labels, mask = _labels(cells[:, [header.index(a) - 1 for a in attribute_names]].reshape(len(rows), -1),
-                           attribute_names, lines, table, log)
+    labels, mask = _labels(cells[:, [header.index(a) - 1 for a in attribute_names]], attribute_names,
+                           lines, table, log)
     meta = {"table": str(table), "images": str(images)}
     identities = split = None
     if id_col is not None:
