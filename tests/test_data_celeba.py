@@ -7,7 +7,7 @@ import pytest
 from data_factory import make_celeba, replace_line
 
 from mtfap.attributes import CELEBA_ATTRIBUTES
-from mtfap.data import DataError, ProblemLog, read_celeba
+from mtfap.data import DataError, ProblemLog, least_frequent_attributes, read_celeba, scarce_labels
 from mtfap.data.tables import _scan_whitespace_table, read_whitespace_table
 
 
@@ -181,11 +181,16 @@ def test_fast_and_line_by_line_parsers_agree(tmp_path):
     np.testing.assert_array_equal(fast.lines, slow.lines)
 
 
-@pytest.mark.data
-def test_shared_celeba_subset(celeba_dir):
+@pytest.fixture(scope="module")
+def shared_celeba(celeba_dir):
     start = time.perf_counter()
     data = read_celeba(celeba_dir)
-    seconds = time.perf_counter() - start
+    return data, time.perf_counter() - start
+
+
+@pytest.mark.data
+def test_shared_celeba_subset(shared_celeba):
+    data, seconds = shared_celeba
     assert len(data) == 46715
     assert np.bincount(data.split).tolist() == [37540, 4535, 4640]
     assert len(np.unique(data.identities)) == 9343
@@ -199,6 +204,27 @@ def test_shared_celeba_subset(celeba_dir):
     assert seconds < 10, f"reading took {seconds:.1f} s"
     # Male is 44.5 % of this subset (counted from the label file: -1/1 became 0/1).
     assert abs(data.labels[:, CELEBA_ATTRIBUTES.index("Male")].mean() - 0.445) < 0.001
+
+
+@pytest.mark.data
+def test_shared_celeba_rare_attributes_and_scarce_labels(shared_celeba):
+    data, _ = shared_celeba
+    rare = least_frequent_attributes(data, 30)
+    train = data.get_split("train")
+    rate = train.labels.mean(axis=0)
+    rarity = np.minimum(rate, 1 - rate)
+    # The ten left out are the most balanced ones on the train split.
+    left_out = set(CELEBA_ATTRIBUTES) - set(rare)
+    assert len(left_out) == 10
+    assert min(rarity[CELEBA_ATTRIBUTES.index(a)] for a in left_out) >= max(
+        rarity[CELEBA_ATTRIBUTES.index(a)] for a in rare)
+    assert {"Bald", "Mustache", "Gray_Hair"} <= set(rare) and "Attractive" in left_out
+    scarce = scarce_labels(data, 0.05, attributes=rare, seed=0, split="train")
+    for name in rare:
+        j = CELEBA_ATTRIBUTES.index(name)
+        kept = scarce.mask[data.split == 0, j].sum()
+        assert abs(kept - 0.05 * 37540) <= 2  # rounding per class
+    assert scarce.mask[data.split != 0].all()
 
 
 def test_zip_without_the_top_folder_or_with_other_files(tmp_path):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from data_factory import LFW_PEOPLE, make_lfw, replace_line
 
-from mtfap.data import DataError, ProblemLog, read_lfw, read_lfw_pairs
+from mtfap.data import DataError, ProblemLog, identity_disjoint_split, read_lfw, read_lfw_pairs
 
 
 @pytest.mark.parametrize("as_zip", [True, False])
@@ -110,3 +110,11 @@ def test_shared_lfw(lfw_dir):
     assert np.bincount(pairs["fold"]).tolist() == [600] * 10
     assert [int(pairs["same"][pairs["fold"] == f].sum()) for f in range(10)] == [300] * 10
     assert set(pairs["key1"]) | set(pairs["key2"]) <= set(data.keys)
+    split = identity_disjoint_split(data, (0.8, 0.1, 0.1), seed=0).split
+    parts_per_person = np.zeros((5749, 3), dtype=bool)
+    parts_per_person[data.identities, split] = True
+    assert parts_per_person.sum(axis=1).max() == 1
+    # A share can miss by at most half of each of the two identities at its ends; the largest,
+    # George_W_Bush, has 530 images (4 %).
+    assert np.bincount(data.identities).max() == 530
+    np.testing.assert_allclose(np.bincount(split) / len(data), [0.8, 0.1, 0.1], atol=0.02)
