@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mtfap.attributes import resolve_attributes
+from mtfap.attributes import CELEBA_ATTRIBUTES, closest_name, resolve_attributes
 from mtfap.data.dataset import FaceDataset
 from mtfap.data.errors import DataError, ProblemLog
 from mtfap.data.images import ImageSource
@@ -82,6 +82,13 @@ def read_celeba_attributes(path: str | Path, log: ProblemLog | None = None) -> T
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise DataError(f"attribute names repeated: {', '.join(repeated)}", path, 2)
+    unofficial = [n for n in names if n not in CELEBA_ATTRIBUTES]
+    if unofficial:
+        # Allowed (a variant may add attributes) but often a typo: say what was probably meant.
+        guesses = [f"{n} (did you mean {closest_name(n, CELEBA_ATTRIBUTES)}?)"
+                   if closest_name(n, CELEBA_ATTRIBUTES) else n for n in unofficial]
+        log.warn(f"{path}:2: {len(unofficial)} attribute names are not CelebA's official ones: "
+                 f"{', '.join(guesses)}")
     table = read_whitespace_table(path, names, skip_lines=2, allowed=(-1, 1), log=log)
     rows = len(table.names) + len(table.skipped)
     if rows != count:
