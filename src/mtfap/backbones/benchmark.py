@@ -100,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{row['backbone']:<30} {row['images_per_s']:8.1f} images/s (descriptor)")
     if args.json:
         payload = {"batch": args.batch, "threads": args.threads, "repeats": args.repeats,
-                   "torch": torch.__version__, "cpu_count": os.cpu_count(), "results": results}
+                   "torch": torch.__version__, "cpu_count": os.cpu_count(),
+                   # other processes on the machine slow every figure; say how busy it was
+                   "load_average_1min": os.getloadavg()[0], "results": results}
         with tempfile.NamedTemporaryFile("w", dir=args.json.parent, delete=False,
                                          suffix=".tmp") as handle:
             json.dump(payload, handle, indent=2)
