@@ -118,3 +118,14 @@ def test_cli_info_on_shared_celeba(celeba_dir, capsys):
     assert info["identities"] == 9343
     assert len(info["attributes"]) == 40 and all(a["missing"] == 0 for a in info["attributes"])
     assert np.isclose(sum(a["positives"] for a in info["attributes"] if a["name"] == "Male") / 46715, 0.445, atol=1e-3)
+
+
+def test_cli_check_caps_the_listing_but_counts_everything(tmp_path, capsys):
+    make_celeba(tmp_path)
+    for line in (3, 4, 5):
+        replace_line(tmp_path / "list_attr_celeba.txt", line, "000001.jpg 1")
+    assert main(["data", "check", str(tmp_path), "--max-problems", "1"]) == 1
+    out = capsys.readouterr().out
+    assert out.count("problem: ") == 1
+    # Three bad lines, and the images of lines 4 and 5 (000003, 000005) now have no row.
+    assert "... and 3 more problems (see --max-problems)" in out and "FAILED: 4 problems" in out

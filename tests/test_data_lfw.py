@@ -118,3 +118,13 @@ def test_shared_lfw(lfw_dir):
     # George_W_Bush, has 530 images (4 %).
     assert np.bincount(data.identities).max() == 530
     np.testing.assert_allclose(np.bincount(split) / len(data), [0.8, 0.1, 0.1], atol=0.02)
+
+
+def test_images_outside_person_folders(tmp_path):
+    from data_factory import jpeg_bytes, write_images
+    write_images(tmp_path / "faces.zip", {"Ann_Lee/Ann_Lee_0001.jpg": jpeg_bytes(), "stray.jpg": jpeg_bytes()},
+                 as_zip=True)
+    with pytest.raises(DataError, match="1 images are not in a person folder: stray.jpg"):
+        read_lfw(tmp_path / "faces.zip")
+    log = ProblemLog(strict=False)
+    assert read_lfw(tmp_path / "faces.zip", log=log).keys == ["Ann_Lee/Ann_Lee_0001.jpg"]
