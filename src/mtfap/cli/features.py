@@ -1,0 +1,78 @@
+"""``mtfap features``: write the frozen GAP features of a dataset once, for ``mtfap fit-heads``.
+
+All splits go into one ``.npz`` (``mtfap.data.features.FeatureSet``) with the labels, mask,
+split and identities. The file records how it was made (backbone, weights, flip, dataset);
+running the same command again finds it up to date and returns at once (``--force`` redoes it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "features", help="compute frozen backbone features of a dataset (for fit-heads)",
+        description=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("data", help="dataset path (CelebA folder, LFW folder, image table, ...)")
+    parser.add_argument("--backbone", default="dlib_face_resnet", help="backbone name")
+    parser.add_argument("--weights", default="package",
+                        help="'package' (the weights shipped in an installed package), 'none' "
+                             "(random init) or a local weights file")
+    parser.add_argument("--out", type=Path, required=True, help="output .npz file")
+    parser.add_argument("--flip", action="store_true",
+                        help="average the features of each image and its mirror (2x the time)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
+    parser.add_argument("--cache-dir", default=None,
+                        help="decoded-image cache folder (default: $MTFAP_CACHE or ~/.cache/mtfap)")
+    parser.add_argument("--force", action="store_true", help="recompute even if --out is up to date")
+    parser.add_argument("--no-progress", dest="progress", action="store_false",
+                        help="no progress bar")
+    parser.set_defaults(func=run)
+
+
+def _recipe(args, dataset) -> dict:
+    """What determines the features: stored in the file, compared to decide if it is current."""
+    return {"backbone": args.backbone, "weights": args.weights, "flip": args.flip,
+            "data": str(Path(args.data).resolve()) if Path(args.data).exists() else args.data,
+            "source_fingerprint": dataset.source.fingerprint(), "n_images": len(dataset),
+            "attributes": list(dataset.attributes)}
+
+
+def run(args) -> int:
+    from mtfap.backbones import create_backbone
+    from mtfap.data import open_dataset
+    from mtfap.data.features import FeatureSet
+    from mtfap.training.distributed import resolve_device
+    from mtfap.training.features import extract_features
+
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.out.suffix != ".npz":
+        raise ValueError(f"--out {args.out}: the features file must end in .npz")
+    dataset = open_dataset(args.data)
+    recipe = _recipe(args, dataset)
+    if args.out.is_file() and not args.force:
+        saved = FeatureSet.load(args.out).meta
+        if all(saved.get(k) == v for k, v in recipe.items()):
+            print(f"{args.out} is up to date ({len(dataset)} images; --force recomputes it)")
+            return 0
+    weights = {"package": True, "none": False}.get(args.weights, args.weights)
+    backbone = create_backbone(args.backbone, pretrained=weights)
+    device = resolve_device(args.device)
+    started = time.perf_counter()
+    features = extract_features(dataset, backbone, batch_size=args.batch_size, flip=args.flip,
+                                device=device, cache_dir=args.cache_dir,
+                                num_workers=args.num_workers, progress=args.progress, meta=recipe)
+    features.save(args.out)
+    seconds = time.perf_counter() - started
+    print(json.dumps({"out": str(args.out), "images": len(features),
+                      "feature_dim": int(features.X.shape[1]), "seconds": round(seconds, 1),
+                      "images_per_second": round(len(features) / seconds, 1)}))
+    return 0

@@ -1,0 +1,111 @@
+"""``mtfap train``: train the CNN and the structured heads end to end.
+
+Settings come, in increasing priority, from the defaults of ``TrainConfig``, a config file
+(``--config run.toml`` or ``.yaml``), the explicit flags and ``--set key=value`` overrides. The
+resolved config is saved as ``config.json`` beside the checkpoints. Under ``torchrun`` the same
+command trains on several processes (see ``mtfap.training.distributed``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from mtfap.training.config import HEAD_METHODS, TrainConfig
+
+# (flag, config key, argparse type, help); every flag maps to exactly one config key.
+_FLAGS = (
+    ("--data", "data", str, "dataset path (CelebA folder, LFW folder, image list + table, ...)"),
+    ("--attributes", "attributes", str, "comma-separated attributes to learn (default: all)"),
+    ("--backbone", "backbone", str, "backbone name (see `mtfap backbones`)"),
+    ("--heads", "heads", str, f"head method: {', '.join(HEAD_METHODS)}"),
+    ("--optimizer", "optimizer", str, "sgd or adamw"),
+    ("--lr", "lr", float, "peak learning rate"),
+    ("--momentum", "momentum", float, "SGD momentum"),
+    ("--weight-decay", "weight_decay", float, "weight decay of the backbone"),
+    ("--schedule", "schedule", str, "learning-rate schedule: cosine, step or none"),
+    ("--warmup-epochs", "warmup_epochs", float, "linear warm-up length in epochs"),
+    ("--epochs", "epochs", int, "number of epochs"),
+    ("--batch-size", "batch_size", int, "global batch size (split over processes)"),
+    ("--freeze-backbone-epochs", "freeze_backbone_epochs", int,
+     "train only the heads for this many first epochs"),
+    ("--max-steps", "max_steps", int, "stop after this many optimiser steps"),
+    ("--seed", "seed", int, "random seed"),
+    ("--device", "device", str, "auto, cpu or cuda"),
+    ("--amp", "amp", str, "auto (bf16 autocast on GPUs), bf16 or off"),
+    ("--output-dir", "output_dir", str, "run folder: config.json, metrics, checkpoints"),
+    ("--num-workers", "num_workers", int, "DataLoader worker processes"),
+    ("--cache-dir", "cache_dir", str, "decoded-image cache folder"),
+)
+_DEFAULTS = {f.name: f.default for f in fields(TrainConfig) if f.default is not f.default_factory}
+
+
+def _default(key: str) -> str:
+    value = _DEFAULTS.get(key)
+    return "none" if value in (None, "") else str(value)
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train", help="train backbone and heads end to end",
+        description=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, help="TOML or YAML file of config keys")
+    for flag, key, kind, text in _FLAGS:
+        parser.add_argument(flag, dest=key, type=kind, default=argparse.SUPPRESS,
+                            help=f"{text} (default: {_default(key)})")
+    parser.add_argument("--pretrained", nargs="?", const=True, default=argparse.SUPPRESS,
+                        metavar="WEIGHTS",
+                        help="start the backbone from the weights shipped in an installed "
+                             "package, or from a local weights file (default: random init)")
+    parser.add_argument("--flip-test", dest="flip_test", action="store_true",
+                        default=argparse.SUPPRESS,
+                        help="evaluate on the mean logits of each image and its mirror")
+    parser.add_argument("--param", dest="heads_param", action="append", default=[],
+                        metavar="KEY=VALUE",
+                        help="a head hyper-parameter, e.g. --param lam=0.01 --param solver=proximal "
+                             "(repeatable)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE",
+                        help="any config key, e.g. --set step_gamma=0.5 (repeatable, applied last)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --output-dir from its last.pt (its config.json "
+                             "is the base config when --config is not given)")
+    parser.add_argument("--no-progress", dest="progress", action="store_false",
+                        default=argparse.SUPPRESS, help="no progress bars")
+    parser.set_defaults(func=run)
+
+
+def resolve_config(args) -> TrainConfig:
+    """Defaults < config file (or the run's config.json on --resume) < flags < --param < --set."""
+    from mtfap.training.config import load_config, parse_override, read_config_file
+    flags = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+    base_file = args.config
+    if base_file is None and args.resume:
+        saved = Path(flags.get("output_dir", _DEFAULTS["output_dir"])) / "config.json"
+        base_file = saved if saved.is_file() else None
+    table = read_config_file(base_file) if base_file is not None else {}
+    heads_params = [parse_override(f"heads_params.{text}") for text in args.heads_param]
+    overrides = [parse_override(text) for text in args.overrides]
+    return load_config(None, [*table.items(), *flags.items(), *heads_params, *overrides])
+
+
+def run(args) -> int:
+    from mtfap.training.trainer import TrainingError, train
+    config = resolve_config(args)
+    if not config.data:
+        raise ValueError("no dataset: give --data PATH (or `data` in the --config file)")
+    try:
+        result = train(config, resume=args.resume)
+    except TrainingError as exc:
+        print(f"mtfap train: error: {exc}", file=sys.stderr)
+        return 1
+    if result.best is not None and result.is_main:
+        accuracy = result.best["val_mean_accuracy"]
+        shown = "n/a" if math.isnan(accuracy) else f"{100 * accuracy:.2f} %"
+        print(f"best epoch {result.best['epoch']}: validation mean accuracy {shown}; "
+              f"{result.steps} steps; run folder {result.output_dir}")
+    return 0

@@ -1,0 +1,405 @@
+"""End-to-end training of MTFAP: the CNN (block 1) and the structured heads (block 2) together.
+
+One step minimises the paper's objective (eq. 2) on a mini-batch,
+
+    loss = sum_{i,j known} BCE(f_j(x_i), y_ij) / #known  +  Omega_smooth(W),
+
+where missing labels contribute nothing (they are not negatives) and ``Omega_smooth`` is
+``heads.penalty()``. The optimiser (SGD or AdamW) steps on the CNN and the heads; then
+``heads.solver_step(lr)`` applies the non-smooth part of Omega (Algorithms 1-2 alternating, or
+the proximal operators); after each epoch ``heads.end_epoch()`` runs the graph step of
+Algorithm 3. The validation mean accuracy picks ``best.pt``; ``last.pt`` is written after every
+epoch and at the end, so ``resume=True`` continues a killed run and ends where an uninterrupted
+run of the same seed ends.
+
+Read :func:`train` top to bottom; the helpers above it each do one thing.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DistributedSampler
+from tqdm.auto import tqdm
+
+from mtfap.training import distributed
+from mtfap.evaluation.reports import atomic_write_text, write_json
+from mtfap.training.checkpoint import (check_same_config, load_checkpoint, load_model_state,
+                                       restore_rng_state, save_checkpoint)
+from mtfap.training.config import TrainConfig
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (non-finite loss, out of memory); the message says what to try."""
+
+
+class AttributeModel(nn.Module):
+    """Backbone (image -> GAP features) followed by the heads (features -> k logits)."""
+
+    def __init__(self, backbone: nn.Module, heads: nn.Module):
+        super().__init__()
+        self.backbone, self.heads = backbone, heads
+
+    def forward(self, images: torch.Tensor, freeze_backbone: bool = False) -> torch.Tensor:
+        if freeze_backbone:
+            with torch.no_grad():
+                features = self.backbone(images)
+        else:
+            features = self.backbone(images)
+        return self.heads(features.float())
+
+
+@dataclass
+class TrainResult:
+    """What a run produced: its folder, per-epoch metrics and the best validation result."""
+
+    output_dir: Path
+    history: list[dict] = field(default_factory=list)
+    best: dict | None = None
+    steps: int = 0
+    is_main: bool = True
+
+
+def masked_bce(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor,
+               normaliser: torch.Tensor | float) -> torch.Tensor:
+    """Sum of the sigmoid cross-entropies of the known labels, divided by ``normaliser``.
+
+    ``normaliser`` is the number of known labels the loss is averaged over (for one process,
+    ``mask.sum()``; under DDP the count of the global batch divided by the world size, so that
+    DDP's gradient average is the global mean).
+    """
+    losses = F.binary_cross_entropy_with_logits(logits, labels.float(), reduction="none")
+    return (losses * mask).sum() / normaliser
+
+
+def learning_rate(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """The learning rate of optimiser step ``step`` (0-based): linear warm-up, then the schedule.
+
+    cosine: lr * (1 + cos(pi * t)) / 2 with t the fraction of the post-warm-up steps done;
+    step: lr * step_gamma ** (epoch // step_epochs); none: lr.
+    """
+    warmup = int(round(config.warmup_epochs * steps_per_epoch))
+    if step < warmup:
+        return config.lr * (step + 1) / warmup
+    if config.schedule == "cosine":
+        total = max(1, config.epochs * steps_per_epoch - warmup)
+        progress = min(1.0, (step - warmup) / total)
+        return config.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+    if config.schedule == "step":
+        return config.lr * config.step_gamma ** ((step // steps_per_epoch) // config.step_epochs)
+    return config.lr
+
+
+def make_optimizer(config: TrainConfig, model: AttributeModel) -> torch.optim.Optimizer:
+    """SGD or AdamW; weight decay on the backbone only (Omega regularises the heads)."""
+    groups = [{"params": list(model.backbone.parameters()), "weight_decay": config.weight_decay},
+              {"params": list(model.heads.parameters()), "weight_decay": 0.0}]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
+    return torch.optim.AdamW(groups, lr=config.lr)
+
+
+def autocast_context(config: TrainConfig, device: torch.device):
+    """bf16 autocast on GPUs (``amp=auto``) or wherever ``amp=bf16`` asks for it."""
+    use = config.amp == "bf16" or (config.amp == "auto" and device.type == "cuda"
+                                   and torch.cuda.is_bf16_supported())
+    return torch.autocast(device.type, dtype=torch.bfloat16) if use else nullcontext()
+
+
+def build_model(config: TrainConfig, attributes: list[str], backbone: nn.Module | None = None
+                ) -> AttributeModel:
+    """The backbone named by the config (or the one given) and the heads on its features."""
+    from mtfap.backbones import create_backbone
+    from mtfap.heads.torch_heads import make_torch_heads
+    if backbone is None:
+        backbone = create_backbone(config.backbone, pretrained=config.pretrained,
+                                   **config.backbone_args)
+    heads = make_torch_heads(config.heads, backbone.feature_dim, attributes, **config.heads_params)
+    return AttributeModel(backbone, heads)
+
+
+def load_dataset(config: TrainConfig, dataset=None):
+    """The dataset (``config.data`` unless one is given), its attributes selected, with a split."""
+    if dataset is None:
+        from mtfap.data import open_dataset
+        dataset = open_dataset(config.data)
+    if config.attributes:
+        dataset = dataset.select_attributes(config.attributes)
+    if dataset.split is None:
+        raise ValueError(f"dataset {dataset.name!r} has no train/val/test split; make one with "
+                         "mtfap.data.splits")
+    if not (dataset.split == 0).any():
+        raise ValueError(f"dataset {dataset.name!r} has no training images")
+    return dataset
+
+
+def batch_tensors(batch, device: torch.device):
+    """(images, labels, mask, index) of a pipeline ``Batch``, the tensors on ``device``."""
+    return (batch.images.to(device, non_blocking=True), batch.labels.to(device),
+            batch.mask.to(device), batch.index)
+
+
+@torch.no_grad()
+def predict(model: AttributeModel, loader, config: TrainConfig, device: torch.device):
+    """Sigmoid scores (n, k) with the labels and mask of the images, in loader order.
+
+    ``flip_test`` averages the logits of each image and of its mirror image.
+    """
+    model.eval()
+    scores, labels, mask = [], [], []
+    for batch in tqdm(loader, desc="eval", leave=False, disable=not config.progress):
+        images = batch.images.to(device, non_blocking=True)
+        with autocast_context(config, device):
+            logits = model(images).float()
+            if config.flip_test:
+                logits = (logits + model(images.flip(-1)).float()) / 2
+        scores.append(torch.sigmoid(logits).cpu().numpy())
+        labels.append(batch.labels.numpy())
+        mask.append(batch.mask.numpy())
+    return tuple(np.concatenate(parts) for parts in (scores, labels, mask))
+
+
+def evaluate(model: AttributeModel, loader, config: TrainConfig, context) -> dict:
+    """Mean (and balanced) accuracy over attributes on known labels.
+
+    Each rank scores its shard of the split; the shards are gathered before averaging.
+    """
+    from mtfap.evaluation.metrics import evaluate_predictions
+    scores, labels, mask = (distributed.gather_arrays(part, context)
+                            for part in predict(model, loader, config, context.device))
+    result = evaluate_predictions(scores, labels, mask, n_bootstrap=0)
+    return {"mean_accuracy": result.mean_accuracy,
+            "mean_balanced_accuracy": result.mean_balanced_accuracy}
+
+
+def write_metrics(output_dir: Path, history: list[dict]) -> None:
+    """metrics.csv and metrics.json, one row per finished epoch (rewritten atomically)."""
+    write_json(output_dir / "metrics.json", history)
+    atomic_write_text(output_dir / "metrics.csv", pd.DataFrame(history).to_csv(index=False))
+
+
+class SkipFirst(torch.utils.data.Sampler):
+    """The indices of ``sampler`` after the first ``skip`` (to resume inside an epoch)."""
+
+    def __init__(self, sampler, skip: int):
+        self.sampler, self.skip = sampler, skip
+
+    def __iter__(self):
+        return iter(list(self.sampler)[self.skip:])
+
+    def __len__(self):
+        return max(0, len(self.sampler) - self.skip)
+
+
+class NonFiniteLoss(TrainingError):
+    """The loss of a step is NaN or infinite; raised before the optimiser touches the weights."""
+
+
+def _non_finite_message(value, epoch, step, batch_index, index, checkpoint) -> str:
+    images = ", ".join(str(int(i)) for i in index[:8]) + (" ..." if len(index) > 8 else "")
+    kept = f"the last good checkpoint is {checkpoint}" if checkpoint.exists() else \
+        "no checkpoint was written yet"
+    return (f"non-finite loss ({value}) at epoch {epoch + 1}, step {step + 1} (batch "
+            f"{batch_index + 1} of the epoch, training images {images}); {kept}. Try a lower --lr (or --set grad_clip_norm=1.0), "
+            "a smaller head regularisation, or check those images")
+
+
+def train_step(model: AttributeModel, ddp_model: nn.Module, optimizer: torch.optim.Optimizer,
+               images: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, lr: float,
+               config: TrainConfig, context: distributed.DistContext, frozen: bool = False):
+    """One step on a batch: forward, masked BCE + Omega_smooth, optimiser step, head solver step.
+
+    Returns the (data loss of this rank's share, penalty), detached. Raises NonFiniteLoss
+    before any weight changes when the loss is not finite.
+    """
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    # Known labels of the global batch; each rank's share is scaled so that DDP's average of
+    # the rank gradients is the gradient of the global masked mean.
+    known = distributed.all_reduce_sum(mask.sum().float(), context).clamp_min(1.0)
+    with autocast_context(config, context.device):
+        logits = ddp_model(images, frozen)
+    data_loss = masked_bce(logits.float(), labels, mask, known / context.world_size)
+    penalty = model.heads.penalty()
+    loss = data_loss + penalty
+    if not torch.isfinite(loss):
+        raise NonFiniteLoss(loss.item())
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if config.grad_clip_norm is not None:
+        nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip_norm)
+    optimizer.step()
+    model.heads.solver_step(lr)  # the non-smooth part of Omega (Algorithms 1-2 or proximal)
+    distributed.broadcast_module_state(model.heads, context)
+    return data_loss.detach(), penalty.detach()
+
+
+def train(config: TrainConfig, *, dataset=None, backbone: nn.Module | None = None,
+          resume: bool = False, on_step: Callable[[int], None] | None = None) -> TrainResult:
+    """Train backbone and heads end to end as described in the module docstring.
+
+    Parameters
+    ----------
+    config : the run's settings; saved as ``config.json`` in ``config.output_dir``.
+    dataset : a ``FaceDataset`` with a train/val split; default ``open_dataset(config.data)``.
+    backbone : a ready backbone instead of ``create_backbone(config.backbone, ...)``.
+    resume : continue from ``output_dir/last.pt`` (which must come from the same config).
+    on_step : called with the global step number after every optimiser step (hooks, tests).
+
+    Returns
+    -------
+    TrainResult with the output folder, the per-epoch metrics and the best epoch.
+    """
+    from mtfap.data.pipeline import FaceImageDataset, build_cache, make_loader
+
+    context = distributed.setup(config.device)
+    output_dir = Path(config.output_dir)
+    last_path, best_path = output_dir / "last.pt", output_dir / "best.pt"
+    if not resume and last_path.exists():
+        raise ValueError(f"{output_dir} already holds a run ({last_path.name}); pass --resume to "
+                         "continue it or choose another --output-dir")
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed)
+
+    # --- data and model -------------------------------------------------------------------
+    dataset = load_dataset(config, dataset)
+    train_set, val_set = dataset.get_split("train"), dataset.get_split("val")
+    model = build_model(config, list(dataset.attributes), backbone).to(context.device)
+    if context.enabled and context.device.type == "cuda":
+        # Batch statistics over the global batch, as one process would compute them.
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    spec = model.backbone.input_spec
+    # Decode every image once into the cache of the whole dataset; each split reads from it.
+    build_cache(dataset, spec, config.cache_dir, progress=config.progress and context.is_main)
+    train_images = FaceImageDataset(train_set, spec, cache_dir=config.cache_dir, progress=False)
+    val_shard = np.array_split(np.arange(len(val_set)), context.world_size)[context.rank]
+    val_loader = make_loader(val_set.subset(val_shard), spec, train=False,
+                             batch_size=config.batch_size, cache_dir=config.cache_dir,
+                             num_workers=config.num_workers) if len(val_shard) else None
+    optimizer = make_optimizer(config, model)
+    per_rank_batch = config.batch_size // context.world_size
+    if per_rank_batch * context.world_size != config.batch_size:
+        raise ValueError(f"--batch-size {config.batch_size} must be divisible by the number of "
+                         f"processes ({context.world_size})")
+    # The same sampler on one process or many: identical data order for the same seed.
+    sampler = DistributedSampler(train_images, num_replicas=context.world_size,
+                                 rank=context.rank, shuffle=True, seed=config.seed)
+    steps_per_epoch = math.ceil(len(sampler) / per_rank_batch)
+
+    # --- resume ---------------------------------------------------------------------------
+    epoch, step, batch_in_epoch, history, best = 0, 0, 0, [], None
+    if resume:
+        checkpoint = load_checkpoint(last_path, map_location=context.device)
+        check_same_config(checkpoint, config, last_path)
+        load_model_state(model, checkpoint["model"], last_path)
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        epoch, step, batch_in_epoch = (checkpoint["epoch"], checkpoint["step"],
+                                       checkpoint["batch_in_epoch"])
+        history, best = checkpoint["history"], checkpoint["best"]
+        if batch_in_epoch:
+            history = history[:-1]  # that epoch's row is rewritten when the epoch completes
+        restore_rng_state(checkpoint["rng"])
+    if context.is_main:
+        config.save(output_dir / "config.json")
+    ddp_model = distributed.wrap_model(model, context, find_unused=config.freeze_backbone_epochs > 0)
+
+
+    def checkpoint_now(path):
+        if context.is_main:
+            save_checkpoint(path, config=config, model=model, optimizer=optimizer, epoch=epoch,
+                            step=step, batch_in_epoch=batch_in_epoch, history=history, best=best)
+
+    # --- the loop -------------------------------------------------------------------------
+    total_steps = config.epochs * steps_per_epoch
+    if config.max_steps is not None:
+        total_steps = min(total_steps, config.max_steps)
+    bar = tqdm(total=total_steps, initial=step, desc="train", unit="step",
+               disable=not (config.progress and context.is_main))
+    while epoch < config.epochs and step < total_steps:
+        sampler.set_epoch(epoch)
+        loader = make_loader(train_images, spec, train=True, batch_size=per_rank_batch,
+                             sampler=SkipFirst(sampler, batch_in_epoch * per_rank_batch),
+                             seed=config.seed, num_workers=config.num_workers)
+        loader.set_epoch(epoch)  # augmentation draws depend on (seed, epoch, image) only
+        # The loader draws its workers' base seed from the global generator; keep that draw off
+        # the training stream so that a run resumed inside an epoch draws what the original drew.
+        with torch.random.fork_rng(devices=[]):
+            batches = iter(loader)
+        frozen = epoch < config.freeze_backbone_epochs
+        model.train()
+        if frozen:
+            model.backbone.eval()  # frozen: no gradient and no batch-norm statistics updates
+        epoch_loss, epoch_penalty, epoch_images, started = 0.0, 0.0, 0, time.perf_counter()
+        for images, labels, mask, index in (batch_tensors(b, context.device) for b in batches):
+            lr = learning_rate(config, step, steps_per_epoch)
+            try:
+                data_loss, penalty = train_step(model, ddp_model, optimizer, images, labels, mask,
+                                                lr, config, context, frozen)
+            except NonFiniteLoss as exc:
+                raise TrainingError(_non_finite_message(exc.args[0], epoch, step, batch_in_epoch,
+                                                        index, last_path)) from None
+            except torch.cuda.OutOfMemoryError:
+                raise TrainingError(
+                    f"GPU out of memory with a batch of {per_rank_batch} images per process at "
+                    f"epoch {epoch + 1}, step {step + 1}; try --batch-size "
+                    f"{max(1, config.batch_size // 2)} (or a smaller input size)") from None
+            step, batch_in_epoch = step + 1, batch_in_epoch + 1
+
+            # Logging: the global mean loss (the data term is summed over ranks).
+            global_loss = distributed.all_reduce_sum(data_loss / context.world_size,
+                                                     context) + penalty
+            epoch_loss += float(global_loss) * len(images)
+            epoch_penalty += float(penalty) * len(images)
+            epoch_images += len(images) * context.world_size
+            speed = epoch_images / max(time.perf_counter() - started, 1e-9)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{float(global_loss):.4f}", lr=f"{lr:.2e}",
+                            img_s=f"{speed:.0f}")
+            bar.update(1)
+            if on_step is not None:
+                on_step(step)
+            if step >= total_steps:
+                break
+        finished_epoch = batch_in_epoch >= steps_per_epoch
+        if finished_epoch:
+            model.heads.end_epoch()  # Algorithm 3's graph step, once per epoch
+            distributed.broadcast_module_state(model.heads, context)
+
+        # --- evaluation, metrics and checkpoints --------------------------------------------
+        seconds = time.perf_counter() - started
+        # Evaluation must not move the random streams: a resumed run has not evaluated here.
+        with torch.random.fork_rng(devices=[context.device] if context.device.type == "cuda" else []):
+            val = evaluate(model, val_loader, config, context) if val_loader is not None else \
+                {"mean_accuracy": float("nan"), "mean_balanced_accuracy": float("nan")}
+        row = {"epoch": epoch + 1, "step": step, "complete": finished_epoch, "lr": lr,
+               "train_loss": epoch_loss * context.world_size / max(epoch_images, 1),
+               "train_penalty": epoch_penalty * context.world_size / max(epoch_images, 1),
+               "val_mean_accuracy": val["mean_accuracy"],
+               "val_mean_balanced_accuracy": val["mean_balanced_accuracy"],
+               "seconds": seconds, "images_per_second": epoch_images / max(seconds, 1e-9)}
+        history.append(row)
+        improved = best is None or val["mean_accuracy"] > best["val_mean_accuracy"]
+        if finished_epoch:
+            epoch, batch_in_epoch = epoch + 1, 0
+        if improved:
+            best = dict(row)
+        if context.is_main:
+            write_metrics(output_dir, history)
+            bar.write(f"epoch {row['epoch']}: loss {row['train_loss']:.4f}, val mean accuracy "
+                      f"{100 * row['val_mean_accuracy']:.2f} %, {row['images_per_second']:.0f} img/s")
+        checkpoint_now(last_path)
+        if improved:
+            checkpoint_now(best_path)
+        distributed.barrier(context)
+    bar.close()
+    distributed.teardown(context)
+    return TrainResult(output_dir, history, best, step, context.is_main)
