@@ -125,7 +125,8 @@ def load_model_state(model: torch.nn.Module, state: dict, path: str | Path) -> N
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
-    mismatched = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    mismatched = sorted(k for k in set(own) & set(state) if isinstance(own[k], torch.Tensor)
+                        and getattr(state[k], "shape", None) != own[k].shape)
     if missing or unexpected or mismatched:
         parts = []
         for label, names in (("missing", missing), ("unexpected", unexpected),

@@ -96,8 +96,9 @@ def broadcast_module_state(module: torch.nn.Module, context: DistContext) -> Non
     if not context.enabled:
         return
     with torch.no_grad():
-        for tensor in module.state_dict().values():
-            dist.broadcast(tensor, src=0)
+        for value in module.state_dict().values():
+            if isinstance(value, torch.Tensor):  # not a module's non-tensor "extra state"
+                dist.broadcast(value, src=0)
 
 
 def gather_arrays(array, context: DistContext):

@@ -1,0 +1,167 @@
+"""Training throughput: mtfap's step with each head method against a plain PyTorch step.
+
+Both loops see the same backbone (same initial weights), the same batches and the same
+optimiser. The plain loop is the textbook one: backbone, one ``nn.Linear``, mean BCE, SGD step.
+mtfap's loop is ``mtfap.training.trainer.train_step``: masked BCE normalised by the known labels,
+``heads.penalty()``, the optimiser step and ``heads.solver_step`` (proximal, SVD or SMIDAS
+updates). The graph step of Algorithm 3 runs once per epoch; it is timed on its own and
+amortised over the steps of one epoch of ``--epoch-images`` images.
+
+Methods are timed in interleaved repetitions (each repetition runs every method once, in a
+rotating order) so that drifts of a shared machine hit all of them alike; the table shows the
+median images/s and its ratio to plain.
+
+    python benchmarks/bench_train.py --data /work/shared/data/celeba --backbone compact --size 96
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mtfap.backbones import create_backbone
+from mtfap.data import open_dataset
+from mtfap.data.pipeline import make_loader
+from mtfap.training.config import TrainConfig
+from mtfap.training.distributed import DistContext
+from mtfap.training.trainer import AttributeModel, build_model, make_optimizer, train_step
+
+METHODS = ("plain", "independent", "lowrank_sparse", "graph")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--data", default="synthetic",
+                        help="dataset path, or 'synthetic' for the generated faces")
+    parser.add_argument("--backbone", default="compact")
+    parser.add_argument("--size", type=int, default=96, help="input size (compact backbone only)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=8, help="timed steps per method and repetition")
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved repetitions")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--epoch-images", type=int, default=37540,
+                        help="images per epoch, to amortise the once-per-epoch graph step "
+                             "(default: the shared CelebA subset's training split)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--cache-dir", default=None, help="decoded-image cache folder")
+    parser.add_argument("--out", type=Path, help="also write the results as JSON here")
+    return parser.parse_args(argv)
+
+
+def make_batches(args, spec):
+    """``steps`` training batches (augmented, normalised) held in memory: decoding is excluded."""
+    dataset = open_dataset(args.data).get_split("train")
+    dataset = dataset.subset(range(min(len(dataset), args.batch_size * args.steps)))
+    loader = make_loader(dataset, spec, train=True, batch_size=args.batch_size,
+                         cache_dir=args.cache_dir, seed=0)
+    return list(loader), list(dataset.attributes)
+
+
+class PlainModel(nn.Module):
+    def __init__(self, backbone, k):
+        super().__init__()
+        self.backbone, self.head = backbone, nn.Linear(backbone.feature_dim, k)
+
+    def forward(self, images):
+        return self.head(self.backbone(images))
+
+
+def make_runner(method, base_backbone, attributes, config):
+    """A function running one training step on a batch, for ``method``."""
+    backbone = copy.deepcopy(base_backbone)
+    context = DistContext()
+    if method == "plain":
+        model = PlainModel(backbone, len(attributes))
+        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                    weight_decay=config.weight_decay)
+
+        def step(batch):
+            loss = F.binary_cross_entropy_with_logits(model(batch.images), batch.labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        return model, step
+    method_config = TrainConfig(**{**config.to_dict(), "heads": method})
+    model: AttributeModel = build_model(method_config, attributes, backbone)
+    optimizer = make_optimizer(method_config, model)
+
+    def step(batch):
+        train_step(model, model, optimizer, batch.images, batch.labels, batch.mask,
+                   method_config.lr, method_config, context)
+    return model, step
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    backbone_args = {"input_size": args.size} if args.backbone == "compact" else {}
+    base = create_backbone(args.backbone, **backbone_args)
+    batches, attributes = make_batches(args, base.input_spec)
+    config = TrainConfig(data=args.data, backbone=args.backbone, lr=1e-3, device="cpu", amp="off")
+    methods = [m.strip() for m in args.methods.split(",")]
+    runners = {m: make_runner(m, base, attributes, config) for m in methods}
+    for model, step in runners.values():  # warm-up: allocations, first-call overheads
+        model.train()
+        step(batches[0])
+
+    speeds = {m: [] for m in methods}
+    for repeat in range(args.repeats):
+        order = methods[repeat % len(methods):] + methods[:repeat % len(methods)]
+        for method in order:
+            step = runners[method][1]
+            started = time.perf_counter()
+            for batch in batches:
+                step(batch)
+            speeds[method].append(len(batches) * args.batch_size / (time.perf_counter() - started))
+
+    # Once-per-epoch work (the graph step of Algorithm 3), amortised over one epoch's steps.
+    steps_per_epoch = -(-args.epoch_images // args.batch_size)
+    epoch_seconds = {}
+    for method in methods:
+        if method == "plain":
+            continue
+        heads = runners[method][0].heads
+        started = time.perf_counter()
+        heads.end_epoch()
+        epoch_seconds[method] = time.perf_counter() - started
+
+    plain = statistics.median(speeds["plain"]) if "plain" in speeds else None
+    rows = []
+    for method in methods:
+        median = statistics.median(speeds[method])
+        per_step = args.batch_size / median + epoch_seconds.get(method, 0.0) / steps_per_epoch
+        amortised = args.batch_size / per_step
+        rows.append({"method": method, "images_per_second": round(median, 2),
+                     "runs": [round(s, 2) for s in speeds[method]],
+                     "end_epoch_seconds": round(epoch_seconds.get(method, 0.0), 4),
+                     "images_per_second_with_epoch_step": round(amortised, 2),
+                     "ratio_to_plain": round(amortised / plain, 4) if plain else None})
+    result = {"backbone": args.backbone, "input_size": list(base.input_spec.size),
+              "batch_size": args.batch_size, "steps": args.steps, "repeats": args.repeats,
+              "data": args.data, "threads": args.threads, "torch": torch.__version__,
+              "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+              "steps_per_epoch": steps_per_epoch, "results": rows}
+    print(f"{'method':<16} {'img/s (median)':>15} {'with epoch step':>16} {'vs plain':>9}")
+    for row in rows:
+        ratio = f"{row['ratio_to_plain']:.3f}" if row["ratio_to_plain"] else "-"
+        print(f"{row['method']:<16} {row['images_per_second']:>15.1f} "
+              f"{row['images_per_second_with_epoch_step']:>16.1f} {ratio:>9}")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""End-to-end training: loss, schedule, resume, checkpoints, bad situations, the command line."""
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from mtfap.backbones import create_backbone
+from mtfap.cli import main
+from mtfap.data.synthetic import load_synthetic
+from mtfap.training.checkpoint import load_checkpoint
+from mtfap.training.config import TrainConfig
+from mtfap.training.trainer import TrainingError, learning_rate, masked_bce, train
+
+SMALL_CNN = {"input_size": 32, "widths": [8, 16]}
+
+
+@pytest.fixture(scope="module")
+def faces():
+    return load_synthetic(n=60, size=32, seed=0)
+
+
+@pytest.fixture
+def config(tmp_path):
+    return TrainConfig(data="synthetic", backbone="compact", backbone_args=SMALL_CNN,
+                       heads="lowrank_sparse", optimizer="adamw", lr=3e-3, epochs=3,
+                       batch_size=10, seed=1, device="cpu", progress=False,
+                       cache_dir=str(tmp_path / "cache"), output_dir=str(tmp_path / "run"))
+
+
+def weights(path):
+    return load_checkpoint(path)["model"]
+
+
+def assert_same_weights(a, b, tolerance=0.0):
+    assert a.keys() == b.keys()
+    for name in (n for n in a if isinstance(a[n], torch.Tensor)):
+        difference = (a[name].double() - b[name].double()).abs().max().item() if a[name].numel() else 0
+        assert difference <= tolerance, f"{name} differs by {difference}"
+
+
+def test_masked_bce_ignores_missing_labels():
+    torch.manual_seed(0)
+    logits = torch.randn(6, 4, requires_grad=True)
+    labels = torch.randint(0, 2, (6, 4)).float()
+    mask = torch.rand(6, 4) > 0.3
+    loss = masked_bce(logits, labels, mask, mask.sum())
+    loss.backward()
+    known = torch.nn.functional.binary_cross_entropy_with_logits(logits[mask], labels[mask])
+    assert torch.allclose(loss, known)
+    # A missing label's value changes nothing, and its logit gets no gradient.
+    flipped = torch.where(mask, labels, 1 - labels)
+    assert torch.equal(masked_bce(logits, flipped, mask, mask.sum()), loss)
+    assert torch.all(logits.grad[~mask] == 0)
+
+
+def test_learning_rate_schedules():
+    cosine = TrainConfig(lr=0.1, epochs=2, warmup_epochs=0.5)
+    rates = [learning_rate(cosine, s, steps_per_epoch=10) for s in range(20)]
+    assert rates[:5] == pytest.approx([0.02, 0.04, 0.06, 0.08, 0.1])  # linear warm-up
+    assert rates[5] == pytest.approx(0.1) and rates[-1] < 0.003
+    assert all(a >= b for a, b in zip(rates[5:], rates[6:]))
+    step = TrainConfig(lr=0.1, epochs=4, schedule="step", step_epochs=2, step_gamma=0.5)
+    assert [learning_rate(step, s, 10) for s in (0, 19, 20, 39)] == pytest.approx([0.1, 0.1, 0.05, 0.05])
+
+
+def test_run_folder_holds_config_metrics_and_checkpoints(faces, config):
+    result = train(config, dataset=faces)
+    run = result.output_dir
+    assert json.loads((run / "config.json").read_text()) == json.loads(json.dumps(config.to_dict()))
+    csv = pd.read_csv(run / "metrics.csv")
+    assert list(csv["epoch"]) == [1, 2, 3] and csv["complete"].all()
+    assert json.loads((run / "metrics.json").read_text())[-1]["step"] == result.steps
+    assert csv["train_loss"].iloc[-1] < csv["train_loss"].iloc[0]  # it learns something
+    best_epoch = int(csv["epoch"][csv["val_mean_accuracy"].idxmax()])
+    assert load_checkpoint(run / "best.pt")["epoch"] == best_epoch == result.best["epoch"]
+    assert load_checkpoint(run / "last.pt")["epoch"] == 3
+    assert json.loads((run / "heads.json").read_text())["method"] == "lowrank_sparse"
+    assert not list(run.glob("*.tmp"))
+    # A second run into the same folder must not overwrite it silently.
+    with pytest.raises(ValueError, match="already holds a run.*--resume"):
+        train(config, dataset=faces)
+
+
+def test_resumed_runs_end_where_an_uninterrupted_run_ends(faces, config, tmp_path):
+    """Killed in epoch 2 (after the epoch-1 checkpoint), or stopped inside an epoch by
+    max_steps, then resumed: the final weights equal the uninterrupted run's exactly."""
+    full = train(replace(config, output_dir=str(tmp_path / "full")), dataset=faces)
+
+    def kill_in_epoch_two(step):
+        if step == 8:
+            raise KeyboardInterrupt
+    killed = replace(config, output_dir=str(tmp_path / "killed"))
+    with pytest.raises(KeyboardInterrupt):
+        train(killed, dataset=faces, on_step=kill_in_epoch_two)
+    assert load_checkpoint(tmp_path / "killed" / "last.pt")["epoch"] == 1
+    resumed = train(killed, dataset=faces, resume=True)
+
+    stopped = replace(config, output_dir=str(tmp_path / "stopped"), max_steps=7)
+    train(stopped, dataset=faces)
+    assert load_checkpoint(tmp_path / "stopped" / "last.pt")["batch_in_epoch"] == 2
+    train(replace(stopped, max_steps=None), dataset=faces, resume=True)
+
+    assert resumed.steps == full.steps
+    for run in ("killed", "stopped"):
+        assert_same_weights(weights(tmp_path / "full" / "last.pt"), weights(tmp_path / run / "last.pt"))
+    assert [r["val_mean_accuracy"] for r in resumed.history] == \
+        [r["val_mean_accuracy"] for r in full.history]
+
+
+def test_resume_with_another_config_is_refused(faces, config):
+    train(replace(config, epochs=1), dataset=faces)
+    with pytest.raises(ValueError, match="another configuration.*lr: checkpoint 0.003, now 0.01"):
+        train(replace(config, epochs=1, lr=0.01), dataset=faces, resume=True)
+
+
+def test_frozen_backbone_epochs_train_only_the_heads(faces, config):
+    torch.manual_seed(config.seed)
+    before = {k: v.clone() for k, v in create_backbone("compact", **SMALL_CNN).state_dict().items()}
+    train(replace(config, epochs=1, freeze_backbone_epochs=1), dataset=faces)
+    after = weights(f"{config.output_dir}/last.pt")
+    backbone_after = {k[len("backbone."):]: v for k, v in after.items() if k.startswith("backbone.")}
+    assert_same_weights(before, backbone_after)  # weights and batch-norm statistics unchanged
+    head_names = [k for k in after if k.startswith("heads.")]
+    assert head_names and load_checkpoint(f"{config.output_dir}/last.pt")["step"] == 5
+
+
+class Sabotaged(torch.nn.Module):
+    """A backbone that misbehaves on its ``fail_at``-th training call."""
+
+    def __init__(self, failure, fail_at):
+        super().__init__()
+        self.inner = create_backbone("compact", **SMALL_CNN)
+        self.input_spec, self.feature_dim = self.inner.input_spec, self.inner.feature_dim
+        self.failure, self.fail_at, self.calls = failure, fail_at, 0
+
+    def forward(self, x):
+        features = self.inner(x)
+        if self.training:
+            self.calls += 1
+            if self.calls == self.fail_at:
+                if self.failure == "nan":
+                    return features * float("nan")
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return features
+
+
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(faces, config):
+    with pytest.raises(TrainingError) as error:
+        train(config, dataset=faces, backbone=Sabotaged("nan", fail_at=7))
+    message = str(error.value)
+    assert "non-finite loss" in message and "epoch 2, step 7 (batch 2 of the epoch" in message
+    assert "last good checkpoint" in message and "--lr" in message
+    kept = load_checkpoint(f"{config.output_dir}/last.pt")
+    assert kept["epoch"] == 1 and all(torch.isfinite(v).all() for v in kept["model"].values()
+                                      if v.is_floating_point())
+
+
+def test_out_of_memory_suggests_a_smaller_batch(faces, config):
+    with pytest.raises(TrainingError, match=r"out of memory.*try --batch-size 5"):
+        train(config, dataset=faces, backbone=Sabotaged("oom", fail_at=1))
+
+
+def test_train_command_merges_file_flags_and_overrides(tmp_path, capsys):
+    from data_factory import make_celeba
+    make_celeba(tmp_path / "celeba", n=24)
+    (tmp_path / "run.yaml").write_text(
+        "backbone: compact\nbackbone_args: {input_size: 32, widths: [8, 16]}\nheads: graph\n"
+        "epochs: 5\nbatch_size: 4\nlr: 0.5\ndevice: cpu\n")
+    run = tmp_path / "run"
+    args = ["train", "--config", str(tmp_path / "run.yaml"), "--data", str(tmp_path / "celeba"),
+            "--epochs", "2", "--set", "lr=0.01", "--param", "xi=0.5", "--attributes",
+            "Male,Smiling,Young", "--output-dir", str(run), "--cache-dir", str(tmp_path / "cache"),
+            "--no-progress"]
+    assert main(args) == 0
+    saved = json.loads((run / "config.json").read_text())
+    assert (saved["epochs"], saved["lr"], saved["heads"], saved["batch_size"]) == (2, 0.01, "graph", 4)
+    assert saved["heads_params"] == {"xi": 0.5} and saved["attributes"] == ["Male", "Smiling", "Young"]
+    assert (run / "last.pt").is_file() and "best epoch" in capsys.readouterr().out
+    # --resume of a finished run reads its config.json and has nothing left to do.
+    assert main(["train", "--resume", "--output-dir", str(run), "--no-progress"]) == 0
+    assert main([*args[:-1], "--set", "lr=0.02", "--resume"]) == 2
+    assert "another configuration" in capsys.readouterr().err
+    assert main(["train", "--data", str(tmp_path / "celeba"), "--set", "epoch=3"]) == 2
+    assert "did you mean 'epochs'" in capsys.readouterr().err.lower()
