@@ -85,7 +85,7 @@ def preprocess(image: Image.Image, spec: InputSpec) -> np.ndarray:
     height, width = _check_spec(spec)
     box = centre_crop_box(*image.size, spec.crop)
     resized = image.convert("RGB").resize((width, height), Image.Resampling.BILINEAR, box=box)
-    return np.asarray(resized, dtype=np.uint8)
+    return np.array(resized, dtype=np.uint8)
 
 
 def normalize(images: torch.Tensor, spec: InputSpec) -> torch.Tensor:
@@ -93,10 +93,12 @@ def normalize(images: torch.Tensor, spec: InputSpec) -> torch.Tensor:
 
     ``images`` is uint8 in [0, 255] (divided by 255 here) or float already in [0, 1].
     """
-    x = images.float().div(255.0) if images.dtype == torch.uint8 else images.float()
+    x = images.float()
     mean = torch.tensor(spec.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(spec.std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    return (x - mean) / std
+    unit = 255.0 if images.dtype == torch.uint8 else 1.0
+    # One fused pass: x / (unit std) - mean / std.
+    return torch.addcmul(-mean / std, x, 1.0 / (unit * std))
 
 
 # --------------------------------------------------------------------------------------------
@@ -443,10 +445,10 @@ class NormalizingCollate:
         labels = torch.stack([s[1] for s in samples])
         mask = torch.stack([s[2] for s in samples])
         index = torch.tensor([s[3] for s in samples], dtype=torch.int64)
-        x = images.float().div_(255.0)
         if self.augmentation is not None:
-            x = self.augmentation(x, index.tolist(), seed=self.seed, epoch=self.epoch)
-        return Batch(normalize(x, self.spec), labels, mask, index)
+            images = self.augmentation(images.float().div_(255.0), index.tolist(), seed=self.seed,
+                                       epoch=self.epoch)
+        return Batch(normalize(images, self.spec), labels, mask, index)
 
 
 class FaceLoader(DataLoader):
