@@ -85,9 +85,14 @@ def test_run_folder_holds_config_metrics_and_checkpoints(faces, config):
         train(config, dataset=faces)
 
 
-def test_resumed_runs_end_where_an_uninterrupted_run_ends(faces, config, tmp_path):
+@pytest.mark.parametrize("heads, params", [("lowrank_sparse", {}),
+                                           ("lowrank_sparse", {"solver": "paper"}),
+                                           ("graph", {"xi": 0.1})])
+def test_resumed_runs_end_where_an_uninterrupted_run_ends(faces, config, tmp_path, heads, params):
     """Killed in epoch 2 (after the epoch-1 checkpoint), or stopped inside an epoch by
-    max_steps, then resumed: the final weights equal the uninterrupted run's exactly."""
+    max_steps, then resumed: the final weights equal the uninterrupted run's exactly (the paper
+    solver's SVDs, duals and probe generator and the learned graph are checkpointed too)."""
+    config = replace(config, heads=heads, heads_params=params)
     full = train(replace(config, output_dir=str(tmp_path / "full")), dataset=faces)
 
     def kill_in_epoch_two(step):

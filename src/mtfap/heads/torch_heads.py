@@ -157,6 +157,22 @@ class TorchLowRankSparseHeads(TorchHeads):
                                               self.lam, link_exponent(K))
                 _assign(S_g, codes)
 
+    def get_extra_state(self) -> dict:
+        """The paper solver's own state (probe generator, thin SVDs of L_g, SMIDAS duals), kept
+        in ``state_dict`` as tensors and plain values so that a resumed run continues exactly."""
+        state = {"rng": self._rng.bit_generator.state}
+        if self._paper_state is not None:
+            svds, duals = self._paper_state
+            state["svds"] = [[torch.from_numpy(np.array(part)) for part in svd] for svd in svds]
+            state["duals"] = [torch.from_numpy(np.array(dual)) for dual in duals]
+        return state
+
+    def set_extra_state(self, state: dict) -> None:
+        self._rng.bit_generator.state = state["rng"]
+        self._paper_state = None if "svds" not in state else (
+            [tuple(part.numpy() for part in svd) for svd in state["svds"]],
+            [dual.numpy() for dual in state["duals"]])
+
     def describe(self):
         S = [_numpy(S_g) for S_g in self.S]
         return {**super().describe(), "solver": self.solver,
