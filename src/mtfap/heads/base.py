@@ -64,19 +64,22 @@ def check_multitask_data(X, Y=None, mask=None):
 class MaskedLogisticLoss:
     """``sum_j (1/n_j) sum_{i known} log(1 + e^{z_ij}) - y_ij z_ij`` with ``Z = X W + b``.
 
-    Holds the data in float32 (the n x d and n x k arrays are the expensive part; the loss is
-    summed in float64) and returns the loss with its gradients in W and b, in float64.
+    Holds the data in ``dtype``: float32 halves the time of the n x d and n x k arrays (the
+    expensive part; the loss is still summed in float64) at the price of gradients accurate to
+    about 1e-4 relative; float64 solves to full precision. Returns the loss with its gradients
+    in W and b, in float64.
     """
 
-    def __init__(self, X, Y, mask):
-        self.X = np.asarray(X, dtype=np.float32)
+    def __init__(self, X, Y, mask, dtype=np.float32):
+        self.dtype = np.dtype(dtype)
+        self.X = np.asarray(X, dtype=self.dtype)
         counts = np.maximum(mask.sum(axis=0), 1)
-        self.weights = (mask / counts).astype(np.float32)  # 0 for a missing label
-        self.Y = np.asarray(Y, dtype=np.float32)
+        self.weights = (mask / counts).astype(self.dtype)  # 0 for a missing label
+        self.Y = np.asarray(Y, dtype=self.dtype)
         self.sign = 1 - 2 * self.Y  # the loss is softplus(sign * z)
 
     def __call__(self, W, b):
-        logits = self.X @ W.astype(np.float32) + b.astype(np.float32)
+        logits = self.X @ W.astype(self.dtype) + b.astype(self.dtype)
         signed = self.sign * logits
         terms = np.maximum(signed, 0) + np.log1p(np.exp(-np.abs(signed)))  # stable softplus
         loss = float((self.weights * terms).sum(dtype=np.float64))
@@ -86,7 +89,7 @@ class MaskedLogisticLoss:
 
     def rows(self, index) -> "MaskedLogisticLoss":
         """The loss on a subset of rows, each task still averaged over its known labels there."""
-        return MaskedLogisticLoss(self.X[index], self.Y[index], self.weights[index] > 0)
+        return MaskedLogisticLoss(self.X[index], self.Y[index], self.weights[index] > 0, self.dtype)
 
 
 class MultiTaskHeads(ClassifierMixin, BaseEstimator):
@@ -134,7 +137,9 @@ class MultiTaskHeads(ClassifierMixin, BaseEstimator):
         else:
             self.mean_, self.scale_ = np.zeros(X.shape[1]), np.ones(X.shape[1])
         X_std = (X - self.mean_) / self.scale_
-        W, b = self._fit_heads(MaskedLogisticLoss(X_std, Y, mask))
+        if self.precision not in ("float32", "float64"):
+            raise ValueError(f"precision must be 'float32' or 'float64', got {self.precision!r}")
+        W, b = self._fit_heads(MaskedLogisticLoss(X_std, Y, mask, self.precision))
         self.W_, self.b_ = W, b
         self.coef_ = (W / self.scale_[:, None]).T
         self.intercept_ = b - self.coef_ @ self.mean_
@@ -177,7 +182,8 @@ class MultiTaskHeads(ClassifierMixin, BaseEstimator):
 
         result = minimize(objective, np.concatenate([W0.ravel(), b0]), jac=True,
                           method="L-BFGS-B",
-                          options={"maxiter": self.max_iter, "gtol": self.tol, "ftol": 1e-10})
+                          options={"maxiter": self.max_iter, "gtol": self.tol,
+                                   "ftol": self.tol * 1e-4})
         self.n_iter_ = int(result.nit)
         return result.x[:d * k].reshape(d, k), result.x[d * k:]
 

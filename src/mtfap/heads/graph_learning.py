@@ -184,7 +184,8 @@ def learn_task_graph(W: np.ndarray, method: str = "kalofolias", sparsity: float 
     k = W.shape[1]
     if method == "paper":
         A = paper_graph_step(W, seed=seed)
-        M = np.maximum(-(A - np.diag(np.diag(A))), 0.0)
+        M = -(A - np.diag(np.diag(A)))
+        M[M < 1e-6] = 0.0  # below the accuracy of the projections (A's diagonal is about 1)
     elif method == "kalofolias":
         Z = pairwise_sq_distances(W)
         mean = Z[_upper(k)].mean() if k > 1 else 0.0
