@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import platform
 import statistics
 import time
@@ -35,7 +36,8 @@ from mtfap.training.config import TrainConfig
 from mtfap.training.distributed import DistContext
 from mtfap.training.trainer import AttributeModel, build_model, make_optimizer, train_step
 
-METHODS = ("plain", "independent", "lowrank_sparse", "graph")
+# "method:solver" picks a solver of the low-rank + sparse heads (proximal by default).
+METHODS = ("plain", "independent", "lowrank_sparse", "lowrank_sparse:paper", "graph")
 
 
 def parse_args(argv=None):
@@ -91,7 +93,9 @@ def make_runner(method, base_backbone, attributes, config):
             loss.backward()
             optimizer.step()
         return model, step
-    method_config = TrainConfig(**{**config.to_dict(), "heads": method})
+    name, _, solver = method.partition(":")
+    method_config = TrainConfig(**{**config.to_dict(), "heads": name,
+                                   "heads_params": {"solver": solver} if solver else {}})
     model: AttributeModel = build_model(method_config, attributes, backbone)
     optimizer = make_optimizer(method_config, model)
 
@@ -115,6 +119,7 @@ def main(argv=None):
         model.train()
         step(batches[0])
 
+    load_before = os.getloadavg()[0]
     speeds = {m: [] for m in methods}
     for repeat in range(args.repeats):
         order = methods[repeat % len(methods):] + methods[:repeat % len(methods)]
@@ -151,11 +156,12 @@ def main(argv=None):
               "batch_size": args.batch_size, "steps": args.steps, "repeats": args.repeats,
               "data": args.data, "threads": args.threads, "torch": torch.__version__,
               "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+              "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
               "steps_per_epoch": steps_per_epoch, "results": rows}
-    print(f"{'method':<16} {'img/s (median)':>15} {'with epoch step':>16} {'vs plain':>9}")
+    print(f"{'method':<22} {'img/s (median)':>15} {'with epoch step':>16} {'vs plain':>9}")
     for row in rows:
         ratio = f"{row['ratio_to_plain']:.3f}" if row["ratio_to_plain"] else "-"
-        print(f"{row['method']:<16} {row['images_per_second']:>15.1f} "
+        print(f"{row['method']:<22} {row['images_per_second']:>15.1f} "
               f"{row['images_per_second_with_epoch_step']:>16.1f} {ratio:>9}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -74,6 +74,8 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
     two = load_checkpoint(tmp_path / "ddp" / "last.pt")
     assert one["step"] == two["step"] == single.steps == 10
     for name, value in one["model"].items():
+        if not isinstance(value, torch.Tensor):  # a module's extra state (solver bookkeeping)
+            continue
         difference = (value.double() - two["model"][name].double()).abs().max().item()
         assert difference <= TOLERANCE, f"{name} differs by {difference}"
     for a, b in zip(one["history"], two["history"]):

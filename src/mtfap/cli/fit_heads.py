@@ -23,14 +23,14 @@ def add_parser(subparsers) -> None:
     parser.add_argument("features", type=Path, help="features .npz written by `mtfap features`")
     parser.add_argument("--method", choices=METHODS, default="lowrank_sparse",
                         help="independent (eq. 1), lowrank_sparse (eq. 3) or graph (eq. 6-14)")
-    parser.add_argument("--solver", help="lowrank_sparse only: proximal or paper (default: the "
-                                         "estimator's)")
+    parser.add_argument("--solver", choices=("proximal", "paper"),
+                        help="lowrank_sparse only (None: the estimator's default, proximal)")
     parser.add_argument("--groups", help="lowrank_sparse only: task grouping preset (paper, "
-                                         "regions) or a JSON/YAML file (default: the estimator's)")
+                                         "regions) or a JSON/YAML file (None: paper)")
     parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                         help="an estimator parameter, e.g. --param lam=0.01 --param gamma=1 "
                              "(repeatable)")
-    parser.add_argument("--attributes", help="comma-separated attributes to fit (default: all)")
+    parser.add_argument("--attributes", help="comma-separated attributes to fit (None: all)")
     parser.add_argument("--tune-thresholds", action="store_true",
                         help="pick each attribute's decision threshold on validation (default 0.5)")
     parser.add_argument("--bootstrap", type=int, default=1000,

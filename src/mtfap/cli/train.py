@@ -11,22 +11,25 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import typing
 from dataclasses import fields
 from pathlib import Path
+from typing import Literal
 
-from mtfap.training.config import HEAD_METHODS, TrainConfig
+from mtfap.training.config import TrainConfig
 
 # (flag, config key, argparse type, help); every flag maps to exactly one config key.
 _FLAGS = (
     ("--data", "data", str, "dataset path (CelebA folder, LFW folder, image list + table, ...)"),
-    ("--attributes", "attributes", str, "comma-separated attributes to learn (default: all)"),
-    ("--backbone", "backbone", str, "backbone name (see `mtfap backbones`)"),
-    ("--heads", "heads", str, f"head method: {', '.join(HEAD_METHODS)}"),
-    ("--optimizer", "optimizer", str, "sgd or adamw"),
+    ("--attributes", "attributes", str, "comma-separated attributes to learn"),
+    ("--backbone", "backbone", str, "backbone name (compact, dlib_face_resnet, ...)"),
+    ("--heads", "heads", str, "head method: independent (eq. 1), lowrank_sparse (eq. 3), "
+                              "graph (eq. 6-14)"),
+    ("--optimizer", "optimizer", str, "optimiser of backbone and heads"),
     ("--lr", "lr", float, "peak learning rate"),
     ("--momentum", "momentum", float, "SGD momentum"),
     ("--weight-decay", "weight_decay", float, "weight decay of the backbone"),
-    ("--schedule", "schedule", str, "learning-rate schedule: cosine, step or none"),
+    ("--schedule", "schedule", str, "learning-rate schedule"),
     ("--warmup-epochs", "warmup_epochs", float, "linear warm-up length in epochs"),
     ("--epochs", "epochs", int, "number of epochs"),
     ("--batch-size", "batch_size", int, "global batch size (split over processes)"),
@@ -34,18 +37,24 @@ _FLAGS = (
      "train only the heads for this many first epochs"),
     ("--max-steps", "max_steps", int, "stop after this many optimiser steps"),
     ("--seed", "seed", int, "random seed"),
-    ("--device", "device", str, "auto, cpu or cuda"),
-    ("--amp", "amp", str, "auto (bf16 autocast on GPUs), bf16 or off"),
+    ("--device", "device", str, "auto: the GPU when there is one"),
+    ("--amp", "amp", str, "auto: bf16 autocast on GPUs only"),
     ("--output-dir", "output_dir", str, "run folder: config.json, metrics, checkpoints"),
     ("--num-workers", "num_workers", int, "DataLoader worker processes"),
     ("--cache-dir", "cache_dir", str, "decoded-image cache folder"),
 )
+_HINTS = typing.get_type_hints(TrainConfig)
 _DEFAULTS = {f.name: f.default for f in fields(TrainConfig) if f.default is not f.default_factory}
+
+
+# How the help shows defaults that are None.
+_NONE_MEANS = {"attributes": "all", "cache_dir": "$MTFAP_CACHE or ~/.cache/mtfap",
+               "max_steps": "all epochs", "data": "none"}
 
 
 def _default(key: str) -> str:
     value = _DEFAULTS.get(key)
-    return "none" if value in (None, "") else str(value)
+    return _NONE_MEANS.get(key, "none") if value in (None, "") else str(value)
 
 
 def add_parser(subparsers) -> None:
@@ -55,7 +64,8 @@ def add_parser(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, help="TOML or YAML file of config keys")
     for flag, key, kind, text in _FLAGS:
-        parser.add_argument(flag, dest=key, type=kind, default=argparse.SUPPRESS,
+        choices = typing.get_args(_HINTS[key]) if typing.get_origin(_HINTS[key]) is Literal else None
+        parser.add_argument(flag, dest=key, type=kind, default=argparse.SUPPRESS, choices=choices,
                             help=f"{text} (default: {_default(key)})")
     parser.add_argument("--pretrained", nargs="?", const=True, default=argparse.SUPPRESS,
                         metavar="WEIGHTS",

@@ -20,8 +20,6 @@ import yaml
 
 from mtfap.attributes import closest_name
 
-HEAD_METHODS = ("independent", "lowrank_sparse", "graph")
-
 # Keys that change how a run is executed, not what it computes: a checkpoint may be resumed
 # with other values of these (another machine, more workers, a longer step budget).
 EXECUTION_KEYS = frozenset({"output_dir", "num_workers", "cache_dir", "device", "max_steps",
