@@ -102,7 +102,7 @@ def test_saved_heads_round_trip_without_pickle(feature_file, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--method", "graph", "--solver", "paper"], "lowrank_sparse only"),
-    (["--param", "lamda=0.1"], "did you mean 'lam'"),
+    (["--param", "lamda=0.1"], "Did you mean 'lam'"),
     (["--param", "lam"], "expected KEY=VALUE"),
     (["--attributes", "Smilling"], "Did you mean 'Smiling'"),
 ])

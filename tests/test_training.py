@@ -191,3 +191,11 @@ def test_train_command_merges_file_flags_and_overrides(tmp_path, capsys):
     assert "another configuration" in capsys.readouterr().err
     assert main(["train", "--data", str(tmp_path / "celeba"), "--set", "epoch=3"]) == 2
     assert "did you mean 'epochs'" in capsys.readouterr().err.lower()
+
+
+def test_bf16_autocast_flip_test_and_workers_run_on_a_cpu(faces, config):
+    result = train(replace(config, amp="bf16", flip_test=True, num_workers=1, max_steps=3),
+                   dataset=faces)
+    row = result.history[-1]
+    assert result.steps == 3 and not row["complete"]
+    assert np.isfinite(row["train_loss"]) and 0 <= row["val_mean_accuracy"] <= 1

@@ -122,6 +122,23 @@ _HINTS = typing.get_type_hints(TrainConfig)
 FIELD_NAMES = tuple(f.name for f in fields(TrainConfig))
 
 
+# Plain annotations: how to name them in an error, and which values they accept (bool is an
+# int in Python, but True is no epoch count).
+_PLAIN_TYPES = {
+    dict: ("a table of key = value", lambda v: isinstance(v, dict)),
+    bool: ("true or false", lambda v: isinstance(v, bool)),
+    int: ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    float: ("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)),
+    str: ("a string", lambda v: isinstance(v, str)),
+}
+
+
+def did_you_mean(name: str, choices) -> str:
+    """`` Did you mean 'x'?`` for the closest of ``choices`` to ``name``, or an empty string."""
+    hint = closest_name(str(name), [str(c) for c in choices])
+    return f" Did you mean {hint!r}?" if hint else ""
+
+
 def _coerce(name: str, value, hint):
     """Check ``value`` against the annotation ``hint``; convert the harmless cases (int -> float)."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
@@ -137,9 +154,8 @@ def _coerce(name: str, value, hint):
         raise ValueError(errors[0])
     if origin is Literal:
         if value not in args:
-            hint_name = closest_name(str(value), [str(a) for a in args])
-            tip = f" Did you mean {hint_name!r}?" if hint_name else ""
-            raise ValueError(f"config {name}={value!r} is not one of {', '.join(map(str, args))}.{tip}")
+            raise ValueError(f"config {name}={value!r} is not one of {', '.join(map(str, args))}."
+                             + did_you_mean(value, args))
         return value
     if origin is list:
         if isinstance(value, str):
@@ -147,26 +163,11 @@ def _coerce(name: str, value, hint):
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
             raise ValueError(f"config {name} must be a list of names, got {value!r}")
         return list(value)
-    if hint is dict:
-        if not isinstance(value, dict):
-            raise ValueError(f"config {name} must be a table of key = value, got {value!r}")
-        return dict(value)
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ValueError(f"config {name} must be true or false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"config {name} must be an integer, got {value!r}")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"config {name} must be a number, got {value!r}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise ValueError(f"config {name} must be a string, got {value!r}")
-        return value
+    if hint in _PLAIN_TYPES:
+        what, accepts = _PLAIN_TYPES[hint]
+        if not accepts(value):
+            raise ValueError(f"config {name} must be {what}, got {value!r}")
+        return hint(value)  # int -> float; a copy of a dict
     raise TypeError(f"unsupported config annotation {hint!r} for {name}")
 
 
@@ -174,10 +175,8 @@ def check_keys(keys, where: str) -> None:
     """Unknown keys raise, naming ``where`` they came from and the closest known key."""
     for key in keys:
         if key not in FIELD_NAMES:
-            hint = closest_name(key, FIELD_NAMES)
-            tip = f" Did you mean {hint!r}?" if hint else ""
-            raise ValueError(f"{where}: unknown config key {key!r}.{tip} "
-                             f"Known keys: {', '.join(FIELD_NAMES)}")
+            raise ValueError(f"{where}: unknown config key {key!r}.{did_you_mean(key, FIELD_NAMES)}"
+                             f" Known keys: {', '.join(FIELD_NAMES)}")
 
 
 def read_config_file(path: str | Path) -> dict:

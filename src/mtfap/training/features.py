@@ -84,20 +84,17 @@ def make_head_estimator(method: str, params: dict | None = None, attributes=None
 
     Unknown methods and parameter names raise ValueError naming the closest valid one.
     """
-    from mtfap.attributes import closest_name
+    from mtfap.training.config import did_you_mean
     classes = head_estimator_classes()
     if method not in classes:
-        hint = closest_name(method, classes)
-        raise ValueError(f"unknown head method {method!r}" + (f"; did you mean {hint!r}?" if hint
-                         else "") + f" Methods: {', '.join(classes)}")
+        raise ValueError(f"unknown head method {method!r}.{did_you_mean(method, classes)} "
+                         f"Methods: {', '.join(classes)}")
     estimator = classes[method](attributes=attributes)
-    valid = estimator.get_params()
+    valid = sorted(set(estimator.get_params()) - {"attributes"})
     for name in params or {}:
-        if name not in valid or name == "attributes":
-            hint = closest_name(name, [v for v in valid if v != "attributes"])
-            raise ValueError(f"{method} heads have no parameter {name!r}"
-                             + (f"; did you mean {hint!r}?" if hint else "")
-                             + f" Parameters: {', '.join(sorted(set(valid) - {'attributes'}))}")
+        if name not in valid:
+            raise ValueError(f"{method} heads have no parameter {name!r}."
+                             f"{did_you_mean(name, valid)} Parameters: {', '.join(valid)}")
     return estimator.set_params(**(params or {}))
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -275,9 +276,15 @@ def train(config: TrainConfig, *, dataset=None, backbone: nn.Module | None = Non
     dataset = load_dataset(config, dataset)
     train_set, val_set = dataset.get_split("train"), dataset.get_split("val")
     model = build_model(config, list(dataset.attributes), backbone).to(context.device)
-    if context.enabled and context.device.type == "cuda":
-        # Batch statistics over the global batch, as one process would compute them.
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    has_batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    if context.enabled and has_batch_norm:
+        if context.device.type == "cuda":
+            # Batch statistics over the global batch, as one process would compute them.
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        elif context.is_main:
+            warnings.warn("batch-norm statistics are computed per process on CPUs (SyncBatchNorm "
+                          "needs GPUs): results differ slightly from a single-process run",
+                          stacklevel=2)
     spec = model.backbone.input_spec
     # Decode every image once into the cache of the whole dataset; each split reads from it.
     build_cache(dataset, spec, config.cache_dir, progress=config.progress and context.is_main)
