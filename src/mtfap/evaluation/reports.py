@@ -12,22 +12,24 @@ import numpy as np
 import pandas as pd
 
 
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` via a temporary file in the same folder, then ``os.replace``.
-
-    A reader never sees a half-written file, even if the process dies mid-write.
-    """
+def atomic_write(path: str | Path, write) -> Path:
+    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then ``os.replace`` it over
+    ``path``: a reader never sees a half-written file, even if the process dies mid-write."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
+        write(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def _jsonable(value):
@@ -100,17 +102,8 @@ def save_figure(fig, path: str | Path, svg: bool = False, dpi: int = 150) -> lis
     import matplotlib.pyplot as plt
 
     path = Path(path).with_suffix(".png")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    written = []
-    for target, fmt in [(path, "png")] + ([(path.with_suffix(".svg"), "svg")] if svg else []):
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight")
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        written.append(target)
+    targets = [(path, "png")] + ([(path.with_suffix(".svg"), "svg")] if svg else [])
+    written = [atomic_write(target, lambda tmp, fmt=fmt: fig.savefig(
+        tmp, format=fmt, dpi=dpi, bbox_inches="tight")) for target, fmt in targets]
     plt.close(fig)
     return written
