@@ -29,7 +29,7 @@ class GraphHeads(MultiTaskHeads):
         written and always returns A = I (M = 0).
     graph_sparsity : float, default 1.0
         Kalofolias' theta on the mean-normalised distances; larger = sparser graph.
-    n_graph_steps : int, default 5
+    n_graph_steps : int, default 3
         Maximum number of graph steps.
     graph_threshold : float, default 0.1
         Weights below this (after normalising by the largest) are dropped before reading
@@ -52,8 +52,8 @@ class GraphHeads(MultiTaskHeads):
     """
 
     def __init__(self, xi=0.75, eps=1e-3, *, graph_step="kalofolias", graph_sparsity=1.0,
-                 n_graph_steps=5, graph_threshold=0.1, attributes=None, standardize=True,
-                 precision="float32", max_iter=500, tol=1e-5):
+                 n_graph_steps=3, graph_threshold=0.1, attributes=None, standardize=True,
+                 precision="float32", max_iter=500, tol=1e-4):
         self.xi = xi
         self.eps = eps
         self.graph_step = graph_step

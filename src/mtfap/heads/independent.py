@@ -26,7 +26,7 @@ class IndependentHeads(MultiTaskHeads):
         precision (use it to compare solutions to 1e-6).
     max_iter : int, default 500
         L-BFGS iteration limit.
-    tol : float, default 1e-5
+    tol : float, default 1e-4
         L-BFGS gradient tolerance.
 
     Examples
@@ -39,7 +39,7 @@ class IndependentHeads(MultiTaskHeads):
     """
 
     def __init__(self, lam=1e-3, *, attributes=None, standardize=True, precision="float32",
-                 max_iter=500, tol=1e-5):
+                 max_iter=500, tol=1e-4):
         self.lam = lam
         self.attributes = attributes
         self.standardize = standardize

@@ -1,0 +1,164 @@
+"""Benchmark of the multi-task heads on frozen features (issue 3): time, accuracy, scarce labels.
+
+For each method and solver, on the train/val/test splits of a FeatureSet:
+1. full labels: a small hyper-parameter grid fitted on train and scored on val; the best setting's
+   test mean accuracy and fit time (wall and CPU), beside scikit-learn's LogisticRegression
+   (StandardScaler + one LogisticRegression per attribute, default C = 1);
+2. scarce labels: 10 % of the train labels kept for the 30 least frequent attributes
+   (mtfap.data.splits.least_frequent_attributes: smallest min(p, 1 - p) on train), all labels
+   for the others; hyper-parameters tuned on val (fully labelled) with seed 0, then seeds 0-2;
+3. the structure of each fitted model: sparsity of S, ranks of L_g, graph clusters.
+
+Results go to a JSON file, written after every fit, so an interrupted run resumes.
+
+    python benchmarks/bench_heads.py --features /work/cache/features/celeba_dlib_face_resnet.npz \
+        --out /work/cache/bench_heads/results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from mtfap.data.features import FeatureSet
+from mtfap.data.splits import least_frequent_attributes, scarce_labels
+from mtfap.heads import GraphHeads, IndependentHeads, LowRankSparseHeads
+
+# method name -> (estimator class, fixed parameters, grid of tuned parameters)
+METHODS = {
+    "independent": (IndependentHeads, {}, [{"lam": v} for v in (1e-4, 1e-3)]),
+    "lowrank_sparse/proximal": (LowRankSparseHeads, {"solver": "proximal"},
+                                [{"lam": 1e-4, "gamma": g} for g in (1e-3, 1e-2)]),
+    "lowrank_sparse/paper": (LowRankSparseHeads, {"solver": "paper", "n_epochs": 5},
+                             [{"lam": 1e-4, "gamma": 1e-3}]),
+    "lowrank_sparse/proximal/regions": (LowRankSparseHeads, {"solver": "proximal",
+                                                             "groups": "regions"},
+                                        [{"lam": 1e-4, "gamma": 1e-3}]),
+    "graph/kalofolias": (GraphHeads, {}, [{"xi": xi} for xi in (1e-3, 1e-2)]),
+    "graph/paper": (GraphHeads, {"graph_step": "paper", "n_graph_steps": 1}, [{"xi": 1e-2}]),
+}
+
+
+def mean_accuracy(predicted, labels, mask, columns=None):
+    """Mean over attributes of the accuracy on known labels (optionally on some columns)."""
+    correct = ((predicted == labels) & mask).sum(0) / mask.sum(0)
+    return float(correct.mean() if columns is None else correct[columns].mean())
+
+
+def structure(est) -> dict:
+    out = {}
+    if hasattr(est, "sparsity_"):
+        out.update(sparsity_S=est.sparsity_, ranks=est.effective_ranks_, rank_caps=est.ranks_,
+                   groups=[name for name, _ in est.groups_])
+    if hasattr(est, "clusters_"):
+        out.update(n_clusters=len(est.clusters_), clusters=est.cluster_names(),
+                   n_edges=int((est.graph_thresholded_ > 0).sum() // 2))
+    return out
+
+
+def timed_fit(est, X, Y, mask):
+    wall, cpu = time.perf_counter(), time.process_time()
+    est.fit(X, Y, mask)
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def sklearn_baseline(train, test):
+    """StandardScaler + LogisticRegression per attribute (the tool a user reaches for)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    wall, cpu = time.perf_counter(), time.process_time()
+    predicted = np.zeros_like(test.labels)
+    for j in range(train.labels.shape[1]):
+        rows = train.mask[:, j]
+        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+        model.fit(train.X[rows], train.labels[rows, j])
+        predicted[:, j] = model.predict(test.X)
+    return predicted, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def run(args):
+    out = Path(args.out)
+    results = json.loads(out.read_text()) if out.is_file() else {}
+
+    def save():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text(json.dumps(results, indent=1, default=float))
+        os.replace(tmp, out)
+
+    features = FeatureSet.load(args.features)
+    train, val, test = (features.get_split(s) for s in ("train", "val", "test"))
+    results["setup"] = {"features": str(args.features), "meta": {k: v for k, v in features.meta.items()
+                                                                  if k != "attributes"},
+                        "n": [len(train), len(val), len(test)], "d": int(features.X.shape[1]),
+                        "threads": args.threads, "load_average_start": os.getloadavg()}
+    scarce_names = least_frequent_attributes(train, 30, split=None)
+    scarce_cols = [train.attributes.index(a) for a in scarce_names]
+    results["setup"]["scarce_attributes"] = scarce_names
+    names = [m for m in METHODS if not args.methods or m in args.methods]
+
+    if args.part != "scarce" and "sklearn" not in results:
+        predicted, wall, cpu = sklearn_baseline(train, test)
+        results["sklearn"] = {"test_accuracy": mean_accuracy(predicted, test.labels, test.mask),
+                              "wall_s": wall, "cpu_s": cpu}
+        save()
+
+    def fit_grid(key, method, train_set, grid):
+        cls, fixed, _ = METHODS[method]
+        runs = results.setdefault(key, {})
+        for params in grid:
+            tag = json.dumps(params, sort_keys=True)
+            if tag in runs:
+                continue
+            est = cls(**fixed, **params)
+            wall, cpu = timed_fit(est, train_set.X, train_set.labels, train_set.mask)
+            runs[tag] = {"params": params, "wall_s": wall, "cpu_s": cpu, "n_iter": est.n_iter_,
+                         "val_accuracy": est.score(val.X, val.labels, val.mask),
+                         "test_accuracy": est.score(test.X, test.labels, test.mask),
+                         "test_accuracy_scarce_attributes": mean_accuracy(
+                             est.predict(test.X), test.labels, test.mask, scarce_cols),
+                         **structure(est)}
+            print(key, runs[tag], flush=True)
+            save()
+        return max(runs.values(), key=lambda r: r["val_accuracy"])
+
+    for method in names if args.part != "scarce" else []:
+        best = fit_grid(f"full/{method}", method, train, METHODS[method][2])
+        print(f"best {method}: val {best['val_accuracy']:.4f} test {best['test_accuracy']:.4f}",
+              flush=True)
+    if args.part == "full":
+        return
+    for method in names:
+        grid = METHODS[method][2]
+        for seed in range(args.seeds):
+            scarce = scarce_labels(train, 0.1, scarce_names, seed=seed)
+            # tune on seed 0 only, then reuse the chosen setting on the other seeds
+            best = fit_grid(f"scarce/{method}/seed{seed}", method, scarce, grid)
+            grid = [best["params"]]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--features", default="/work/cache/features/celeba_dlib_face_resnet.npz")
+    parser.add_argument("--out", default="/work/cache/bench_heads/results.json")
+    parser.add_argument("--threads", type=int, default=2, help="BLAS threads")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds of the scarce-label setting")
+    parser.add_argument("--methods", nargs="*", choices=list(METHODS), help="default: all")
+    parser.add_argument("--part", choices=["full", "scarce", "both"], default="both",
+                        help="full labels, scarce labels, or both")
+    args = parser.parse_args(argv)
+    with threadpool_limits(args.threads):
+        run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
