@@ -167,7 +167,7 @@ def test_killed_build_leaves_no_valid_looking_cache(toy, tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", script])
     folder = cache_folder(toy, cache_dir)
     try:
-        deadline = time.time() + 60
+        deadline = time.time() + 300  # generous: importing torch is slow on a loaded machine
         while not list(folder.glob("*.tmp-*")) and time.time() < deadline:
             assert proc.poll() is None, "the build ended before it could be killed"
             time.sleep(0.05)

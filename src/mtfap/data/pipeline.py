@@ -152,21 +152,29 @@ class Augmentation:
     def __call__(self, images: torch.Tensor, indices, *, seed: int, epoch: int) -> torch.Tensor:
         """Augment float images (N, 3, H, W) in [0, 1]; ``indices`` are the dataset rows."""
         p = torch.as_tensor(self.draw(indices, seed=seed, epoch=epoch), dtype=images.dtype)
-        flipped = p[:, 0].bool().view(-1, 1, 1, 1)
-        x = torch.where(flipped, images.flip(-1), images)
+        flip = 1 - 2 * p[:, 0]  # -1 mirrors the x axis
         if self.scale != (1.0, 1.0) or self.max_shift > 0:
-            side, shift_x, shift_y = p[:, 1], p[:, 2], p[:, 3]
-            zero = torch.zeros_like(side)
-            theta = torch.stack([torch.stack([side, zero, shift_x], 1),
-                                 torch.stack([zero, side, shift_y], 1)], 1)
-            grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-            x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection",
+            # Output pixel (x, y) in [-1, 1]^2 samples input (flip s x + t_x, s y + t_y): crop,
+            # translation and flip in one bilinear resampling.
+            side = p[:, 1].view(-1, 1, 1)
+            height, width = images.shape[-2:]
+            xs = (torch.arange(width, dtype=images.dtype) * 2 + 1) / width - 1
+            ys = (torch.arange(height, dtype=images.dtype) * 2 + 1) / height - 1
+            grid_x = (flip.view(-1, 1, 1) * side) * xs.view(1, 1, -1) + p[:, 2].view(-1, 1, 1)
+            grid_y = side * ys.view(1, -1, 1) + p[:, 3].view(-1, 1, 1)
+            grid = torch.stack(torch.broadcast_tensors(grid_x, grid_y), dim=-1)
+            x = F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection",
                               align_corners=False)
+        else:
+            x = images.clone()
+            flipped = torch.nonzero(flip < 0).flatten()
+            x[flipped] = images[flipped].flip(-1)
         if self.brightness == 0 and self.contrast == 0:
             return x
-        x = x * p[:, 4].view(-1, 1, 1, 1)
-        mean = x.mean(dim=(1, 2, 3), keepdim=True)
-        return ((x - mean) * p[:, 5].view(-1, 1, 1, 1) + mean).clamp_(0.0, 1.0)
+        # (b x - m) c + m with m = mean(b x) = b mean(x) is one affine map a x + o per image.
+        b, c = p[:, 4], p[:, 5]
+        offset = (b * x.mean(dim=(1, 2, 3)) * (1 - c)).view(-1, 1, 1, 1)
+        return torch.addcmul(offset, x, (b * c).view(-1, 1, 1, 1)).clamp_(0.0, 1.0)
 
 
 # --------------------------------------------------------------------------------------------
