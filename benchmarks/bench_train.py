@@ -7,10 +7,10 @@ mtfap's loop is ``mtfap.training.trainer.train_step``: masked BCE normalised by 
 updates). The graph step of Algorithm 3 runs once per epoch; it is timed on its own and
 amortised over the steps of one epoch of ``--epoch-images`` images.
 
-Methods are timed in interleaved repetitions (each repetition runs every method once, in a
-rotating order) so that drifts of a shared machine hit all of them alike; the table shows the
-median images per second and per CPU-second (less sensitive to other jobs) and their ratios
-to plain.
+Methods are timed step by step in interleaved rounds (each round runs one step of every method
+on the same batch, in a rotating order) so that drifts of a shared machine hit all of them
+alike; the table shows the median images per second and per CPU-second and their ratios to
+plain.
 
     python benchmarks/bench_train.py --data /work/shared/data/celeba --backbone compact --size 96
 """
@@ -49,8 +49,9 @@ def parse_args(argv=None):
     parser.add_argument("--backbone", default="compact")
     parser.add_argument("--size", type=int, default=96, help="input size (compact backbone only)")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=8, help="timed steps per method and repetition")
-    parser.add_argument("--repeats", type=int, default=5, help="interleaved repetitions")
+    parser.add_argument("--rounds", type=int, default=40,
+                        help="timed steps per method, interleaved one by one")
+    parser.add_argument("--batches", type=int, default=4, help="distinct batches, used in turn")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--epoch-images", type=int, default=37540,
                         help="images per epoch, to amortise the once-per-epoch graph step "
@@ -62,9 +63,10 @@ def parse_args(argv=None):
 
 
 def make_batches(args, spec):
-    """``steps`` training batches (augmented, normalised) held in memory: decoding is excluded."""
+    """``batches`` training batches (augmented, normalised) held in memory: no decoding in the
+    timings."""
     dataset = open_dataset(args.data).get_split("train")
-    dataset = dataset.subset(range(min(len(dataset), args.batch_size * args.steps)))
+    dataset = dataset.subset(range(min(len(dataset), args.batch_size * args.batches)))
     loader = make_loader(dataset, spec, train=True, batch_size=args.batch_size,
                          cache_dir=args.cache_dir, seed=0)
     return list(loader), list(dataset.attributes)
@@ -121,19 +123,31 @@ def main(argv=None):
         step(batches[0])
 
     load_before = os.getloadavg()[0]
-    # Wall-clock speed, and speed per CPU-second of this process (all its threads), which a
-    # busy shared machine disturbs much less.
+    # One step of every method per round, in a rotating order, on the same batch: a drift of the
+    # shared machine hits all methods alike. Wall-clock speed, and speed per CPU-second of this
+    # process (all its threads), which other jobs disturb less.
     speeds, cpu_speeds = {m: [] for m in methods}, {m: [] for m in methods}
-    images = len(batches) * args.batch_size
-    for repeat in range(args.repeats):
-        order = methods[repeat % len(methods):] + methods[:repeat % len(methods)]
-        for method in order:
-            step = runners[method][1]
+    for round_index in range(args.rounds):
+        batch = batches[round_index % len(batches)]
+        shift = round_index % len(methods)
+        for method in methods[shift:] + methods[:shift]:
             started, cpu_started = time.perf_counter(), time.process_time()
-            for batch in batches:
-                step(batch)
-            speeds[method].append(images / (time.perf_counter() - started))
-            cpu_speeds[method].append(images / (time.process_time() - cpu_started))
+            runners[method][1](batch)
+            speeds[method].append(args.batch_size / (time.perf_counter() - started))
+            cpu_speeds[method].append(args.batch_size / (time.process_time() - cpu_started))
+
+    # The head solver step alone (it reads the gradients the last step left), timed directly:
+    # its share of a step is the overhead that the step timings above resolve only roughly.
+    solver_ms = {}
+    for method in methods:
+        if method != "plain":
+            heads = runners[method][0].heads
+            times = []
+            for _ in range(20):
+                started = time.perf_counter()
+                heads.solver_step(config.lr)
+                times.append(1000 * (time.perf_counter() - started))
+            solver_ms[method] = statistics.median(times)
 
     # Once-per-epoch work (the graph step of Algorithm 3), amortised over one epoch's steps.
     steps_per_epoch = -(-args.epoch_images // args.batch_size)
@@ -158,27 +172,30 @@ def main(argv=None):
         wall = with_epoch_step(method, statistics.median(speeds[method]))
         cpu = with_epoch_step(method, statistics.median(cpu_speeds[method]))
         rows.append({"method": method, "images_per_second": round(statistics.median(speeds[method]), 2),
-                     "runs": [round(s, 2) for s in speeds[method]],
+                     "quartiles": [round(q, 2) for q in statistics.quantiles(speeds[method], n=4)],
                      "images_per_cpu_second": round(statistics.median(cpu_speeds[method]), 2),
-                     "cpu_runs": [round(s, 2) for s in cpu_speeds[method]],
+                     "cpu_quartiles": [round(q, 2) for q in
+                                       statistics.quantiles(cpu_speeds[method], n=4)],
+                     "solver_step_ms": round(solver_ms.get(method, 0.0), 3),
                      "end_epoch_seconds": round(epoch_seconds.get(method, 0.0), 4),
                      "images_per_second_with_epoch_step": round(wall, 2),
                      "images_per_cpu_second_with_epoch_step": round(cpu, 2),
                      "ratio_to_plain": round(wall / plain["wall"], 4) if plain else None,
                      "cpu_ratio_to_plain": round(cpu / plain["cpu"], 4) if plain else None})
     result = {"backbone": args.backbone, "input_size": list(base.input_spec.size),
-              "batch_size": args.batch_size, "steps": args.steps, "repeats": args.repeats,
+              "batch_size": args.batch_size, "rounds": args.rounds,
               "data": args.data, "threads": args.threads, "torch": torch.__version__,
               "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
               "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
               "steps_per_epoch": steps_per_epoch, "results": rows}
-    print(f"{'method':<22} {'img/s':>8} {'vs plain':>9} {'img/CPU-s':>10} {'vs plain':>9}"
-          "   (medians, once-per-epoch work included)")
+    print(f"{'method':<22} {'img/s':>8} {'vs plain':>9} {'img/CPU-s':>10} {'vs plain':>9} "
+          f"{'solver ms':>10} {'epoch-step s':>13}   (medians, epoch step included)")
     for row in rows:
         ratios = [f"{row[key]:.3f}" if row[key] else "-" for key in ("ratio_to_plain",
                                                                       "cpu_ratio_to_plain")]
         print(f"{row['method']:<22} {row['images_per_second_with_epoch_step']:>8.1f} "
-              f"{ratios[0]:>9} {row['images_per_cpu_second_with_epoch_step']:>10.1f} {ratios[1]:>9}")
+              f"{ratios[0]:>9} {row['images_per_cpu_second_with_epoch_step']:>10.1f} {ratios[1]:>9} "
+              f"{row['solver_step_ms']:>10.2f} {row['end_epoch_seconds']:>13.3f}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")

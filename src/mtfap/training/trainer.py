@@ -157,7 +157,9 @@ def predict(model: AttributeModel, loader, config: TrainConfig, device: torch.de
     ``flip_test`` averages the logits of each image and of its mirror image.
     """
     model.eval()
-    scores, labels, mask = [], [], []
+    k = len(model.heads.attributes)
+    scores, labels, mask = [np.zeros((0, k), np.float32)], [np.zeros((0, k), np.float32)], \
+        [np.zeros((0, k), bool)]  # a rank's shard of a tiny split may be empty
     for batch in tqdm(loader, desc="eval", leave=False, disable=not config.progress):
         images = batch.images.to(device, non_blocking=True)
         with autocast_context(config, device):
@@ -292,7 +294,7 @@ def train(config: TrainConfig, *, dataset=None, backbone: nn.Module | None = Non
     val_shard = np.array_split(np.arange(len(val_set)), context.world_size)[context.rank]
     val_loader = make_loader(val_set.subset(val_shard), spec, train=False,
                              batch_size=config.batch_size, cache_dir=config.cache_dir,
-                             num_workers=config.num_workers) if len(val_shard) else None
+                             num_workers=config.num_workers) if len(val_shard) else []
     optimizer = make_optimizer(config, model)
     per_rank_batch = config.batch_size // context.world_size
     if per_rank_batch * context.world_size != config.batch_size:
@@ -319,7 +321,6 @@ def train(config: TrainConfig, *, dataset=None, backbone: nn.Module | None = Non
     if context.is_main:
         config.save(output_dir / "config.json")
     ddp_model = distributed.wrap_model(model, context, find_unused=config.freeze_backbone_epochs > 0)
-
 
     def checkpoint_now(path):
         if context.is_main:
@@ -385,7 +386,7 @@ def train(config: TrainConfig, *, dataset=None, backbone: nn.Module | None = Non
         seconds = time.perf_counter() - started
         # Evaluation must not move the random streams: a resumed run has not evaluated here.
         with torch.random.fork_rng(devices=[context.device] if context.device.type == "cuda" else []):
-            val = evaluate(model, val_loader, config, context) if val_loader is not None else \
+            val = evaluate(model, val_loader, config, context) if len(val_set) else \
                 {"mean_accuracy": float("nan"), "mean_balanced_accuracy": float("nan")}
         row = {"epoch": epoch + 1, "step": step, "complete": finished_epoch, "lr": lr,
                "train_loss": epoch_loss * context.world_size / max(epoch_images, 1),
