@@ -199,3 +199,8 @@ def test_bf16_autocast_flip_test_and_workers_run_on_a_cpu(faces, config):
     row = result.history[-1]
     assert result.steps == 3 and not row["complete"]
     assert np.isfinite(row["train_loss"]) and 0 <= row["val_mean_accuracy"] <= 1
+
+
+def test_train_command_bad_head_parameter_is_a_one_line_error(capsys):
+    assert main(["train", "--data", "synthetic", "--param", "lam"]) == 2
+    assert "--param 'lam': expected key=value" in capsys.readouterr().err

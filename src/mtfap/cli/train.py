@@ -98,7 +98,7 @@ def resolve_config(args) -> TrainConfig:
         saved = Path(flags.get("output_dir", _DEFAULTS["output_dir"])) / "config.json"
         base_file = saved if saved.is_file() else None
     table = read_config_file(base_file) if base_file is not None else {}
-    heads_params = [parse_override(f"heads_params.{text}") for text in args.heads_param]
+    heads_params = [parse_override(text, table="heads_params") for text in args.heads_param]
     overrides = [parse_override(text) for text in args.overrides]
     return load_config(None, [*table.items(), *flags.items(), *heads_params, *overrides])
 

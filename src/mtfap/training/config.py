@@ -202,13 +202,19 @@ def read_config_file(path: str | Path) -> dict:
     return table
 
 
-def parse_override(text: str) -> tuple[str, object]:
-    """``"key=value"`` -> (key, value), the value read as YAML (numbers, booleans, lists)."""
+def parse_override(text: str, table: str | None = None) -> tuple[str, object]:
+    """``"key=value"`` -> (key, value), the value read as YAML (numbers, booleans, lists).
+
+    With ``table`` (e.g. ``"heads_params"``) the key is an entry of that table (``--param``).
+    """
+    flag, example = ("--param", "lam=0.01") if table else ("--set", "lr=0.05")
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key:
-        raise ValueError(f"--set {text!r}: expected key=value, for example --set lr=0.05")
-    check_keys([key.split(".")[0]], f"--set {text!r}")
+        raise ValueError(f"{flag} {text!r}: expected key=value, for example {flag} {example}")
+    if table:
+        key = f"{table}.{key}"
+    check_keys([key.split(".")[0]], f"{flag} {text!r}")
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
