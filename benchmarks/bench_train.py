@@ -171,7 +171,8 @@ def main(argv=None):
     for method in methods:
         wall = with_epoch_step(method, statistics.median(speeds[method]))
         cpu = with_epoch_step(method, statistics.median(cpu_speeds[method]))
-        rows.append({"method": method, "images_per_second": round(statistics.median(speeds[method]), 2),
+        rows.append({"method": method,
+                     "images_per_second": round(statistics.median(speeds[method]), 2),
                      "quartiles": [round(q, 2) for q in statistics.quantiles(speeds[method], n=4)],
                      "images_per_cpu_second": round(statistics.median(cpu_speeds[method]), 2),
                      "cpu_quartiles": [round(q, 2) for q in
@@ -194,8 +195,8 @@ def main(argv=None):
         ratios = [f"{row[key]:.3f}" if row[key] else "-" for key in ("ratio_to_plain",
                                                                       "cpu_ratio_to_plain")]
         print(f"{row['method']:<22} {row['images_per_second_with_epoch_step']:>8.1f} "
-              f"{ratios[0]:>9} {row['images_per_cpu_second_with_epoch_step']:>10.1f} {ratios[1]:>9} "
-              f"{row['solver_step_ms']:>10.2f} {row['end_epoch_seconds']:>13.3f}")
+              f"{ratios[0]:>9} {row['images_per_cpu_second_with_epoch_step']:>10.1f} "
+              f"{ratios[1]:>9} {row['solver_step_ms']:>10.2f} {row['end_epoch_seconds']:>13.3f}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -40,7 +40,8 @@ def test_features_follow_the_dataset_rows_and_flip_averages(faces, backbone, tmp
     np.testing.assert_allclose(plain.X[[5, 17, 42]], direct, rtol=1e-5, atol=1e-6)
     flipped = extract_features(faces, backbone, batch_size=16, flip=True, cache_dir=tmp_path,
                                progress=False)
-    np.testing.assert_allclose(flipped.X[[5, 17, 42]], (direct + mirrored) / 2, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(flipped.X[[5, 17, 42]], (direct + mirrored) / 2, rtol=1e-5,
+                               atol=1e-6)
     assert flipped.meta["flip"] and not plain.meta["flip"]
 
 
@@ -96,7 +97,8 @@ def test_saved_heads_round_trip_without_pickle(feature_file, tmp_path):
     with np.load(tmp_path / "heads.npz", allow_pickle=False) as stored:
         assert {"coef_", "intercept_", "L_/0", "S_/0"} <= set(stored.files)
     again = load_fitted_heads(tmp_path)
-    np.testing.assert_array_equal(again.predict_proba(features.X), estimator.predict_proba(features.X))
+    np.testing.assert_array_equal(again.predict_proba(features.X),
+                                  estimator.predict_proba(features.X))
     np.testing.assert_array_equal(again.L_[0], estimator.L_[0])
 
 

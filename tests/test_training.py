@@ -38,7 +38,8 @@ def weights(path):
 def assert_same_weights(a, b, tolerance=0.0):
     assert a.keys() == b.keys()
     for name in (n for n in a if isinstance(a[n], torch.Tensor)):
-        difference = (a[name].double() - b[name].double()).abs().max().item() if a[name].numel() else 0
+        difference = (a[name].double() - b[name].double()).abs().max().item() \
+            if a[name].numel() else 0
         assert difference <= tolerance, f"{name} differs by {difference}"
 
 
@@ -64,7 +65,8 @@ def test_learning_rate_schedules():
     assert rates[5] == pytest.approx(0.1) and rates[-1] < 0.003
     assert all(a >= b for a, b in zip(rates[5:], rates[6:]))
     step = TrainConfig(lr=0.1, epochs=4, schedule="step", step_epochs=2, step_gamma=0.5)
-    assert [learning_rate(step, s, 10) for s in (0, 19, 20, 39)] == pytest.approx([0.1, 0.1, 0.05, 0.05])
+    rates = [learning_rate(step, s, 10) for s in (0, 19, 20, 39)]
+    assert rates == pytest.approx([0.1, 0.1, 0.05, 0.05])
 
 
 def test_run_folder_holds_config_metrics_and_checkpoints(faces, config):
@@ -111,7 +113,8 @@ def test_resumed_runs_end_where_an_uninterrupted_run_ends(faces, config, tmp_pat
 
     assert resumed.steps == full.steps
     for run in ("killed", "stopped"):
-        assert_same_weights(weights(tmp_path / "full" / "last.pt"), weights(tmp_path / run / "last.pt"))
+        assert_same_weights(weights(tmp_path / "full" / "last.pt"),
+                            weights(tmp_path / run / "last.pt"))
     assert [r["val_mean_accuracy"] for r in resumed.history] == \
         [r["val_mean_accuracy"] for r in full.history]
 
@@ -127,7 +130,8 @@ def test_frozen_backbone_epochs_train_only_the_heads(faces, config):
     before = {k: v.clone() for k, v in create_backbone("compact", **SMALL_CNN).state_dict().items()}
     train(replace(config, epochs=1, freeze_backbone_epochs=1), dataset=faces)
     after = weights(f"{config.output_dir}/last.pt")
-    backbone_after = {k[len("backbone."):]: v for k, v in after.items() if k.startswith("backbone.")}
+    backbone_after = {k.removeprefix("backbone."): v for k, v in after.items()
+                      if k.startswith("backbone.")}
     assert_same_weights(before, backbone_after)  # weights and batch-norm statistics unchanged
     head_names = [k for k in after if k.startswith("heads.")]
     assert head_names and load_checkpoint(f"{config.output_dir}/last.pt")["step"] == 5
@@ -182,8 +186,10 @@ def test_train_command_merges_file_flags_and_overrides(tmp_path, capsys):
             "--no-progress"]
     assert main(args) == 0
     saved = json.loads((run / "config.json").read_text())
-    assert (saved["epochs"], saved["lr"], saved["heads"], saved["batch_size"]) == (2, 0.01, "graph", 4)
-    assert saved["heads_params"] == {"xi": 0.5} and saved["attributes"] == ["Male", "Smiling", "Young"]
+    assert (saved["epochs"], saved["lr"], saved["heads"], saved["batch_size"]) == \
+        (2, 0.01, "graph", 4)
+    assert saved["heads_params"] == {"xi": 0.5}
+    assert saved["attributes"] == ["Male", "Smiling", "Young"]
     assert (run / "last.pt").is_file() and "best epoch" in capsys.readouterr().out
     # --resume of a finished run reads its config.json and has nothing left to do.
     assert main(["train", "--resume", "--output-dir", str(run), "--no-progress"]) == 0

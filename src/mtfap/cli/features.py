@@ -31,7 +31,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
     parser.add_argument("--cache-dir", default=None,
                         help="decoded-image cache folder (default: $MTFAP_CACHE or ~/.cache/mtfap)")
-    parser.add_argument("--force", action="store_true", help="recompute even if --out is up to date")
+    parser.add_argument("--force", action="store_true",
+                        help="recompute even if --out is up to date")
     parser.add_argument("--no-progress", dest="progress", action="store_false",
                         help="no progress bar")
     parser.set_defaults(func=run)

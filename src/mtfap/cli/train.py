@@ -64,7 +64,8 @@ def add_parser(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, help="TOML or YAML file of config keys")
     for flag, key, kind, text in _FLAGS:
-        choices = typing.get_args(_HINTS[key]) if typing.get_origin(_HINTS[key]) is Literal else None
+        literal = typing.get_origin(_HINTS[key]) is Literal
+        choices = typing.get_args(_HINTS[key]) if literal else None
         parser.add_argument(flag, dest=key, type=kind, default=argparse.SUPPRESS, choices=choices,
                             help=f"{text} (default: {_default(key)})")
     parser.add_argument("--pretrained", nargs="?", const=True, default=argparse.SUPPRESS,
@@ -76,8 +77,8 @@ def add_parser(subparsers) -> None:
                         help="evaluate on the mean logits of each image and its mirror")
     parser.add_argument("--param", dest="heads_param", action="append", default=[],
                         metavar="KEY=VALUE",
-                        help="a head hyper-parameter, e.g. --param lam=0.01 --param solver=proximal "
-                             "(repeatable)")
+                        help="a head hyper-parameter, e.g. --param lam=0.01 "
+                             "--param solver=proximal (repeatable)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE",
                         help="any config key, e.g. --set step_gamma=0.5 (repeatable, applied last)")

@@ -132,7 +132,8 @@ def load_model_state(model: torch.nn.Module, state: dict, path: str | Path) -> N
         for label, names in (("missing", missing), ("unexpected", unexpected),
                              ("shape differs", mismatched)):
             if names:
-                parts.append(f"{label}: {', '.join(names[:5])}" + (" ..." if len(names) > 5 else ""))
+                more = " ..." if len(names) > 5 else ""
+                parts.append(f"{label}: {', '.join(names[:5])}{more}")
         raise ValueError(f"{path}: checkpoint does not fit this model ({'; '.join(parts)}); it was "
                          "written for another backbone, head method or attribute list")
     model.load_state_dict(state)

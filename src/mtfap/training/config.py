@@ -36,7 +36,8 @@ class TrainConfig:
         cache_dir : where decoded, resized images are cached (None = the pipeline's default).
         num_workers : DataLoader worker processes.
     Model
-        backbone, pretrained, backbone_args : ``create_backbone(backbone, pretrained, **backbone_args)``.
+        backbone, pretrained, backbone_args : the backbone is
+            ``create_backbone(backbone, pretrained, **backbone_args)``.
         heads : ``independent`` (eq. 1), ``lowrank_sparse`` (eq. 3, Algorithms 1-2) or ``graph``
             (eq. 6-14, Algorithm 3).
         heads_params : keyword arguments of ``make_torch_heads`` (regularisation weights, solver,
@@ -140,7 +141,7 @@ def did_you_mean(name: str, choices) -> str:
 
 
 def _coerce(name: str, value, hint):
-    """Check ``value`` against the annotation ``hint``; convert the harmless cases (int -> float)."""
+    """Check ``value`` against the annotation ``hint``; convert harmless cases (int -> float)."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:

@@ -33,8 +33,8 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 from tqdm.auto import tqdm
 
-from mtfap.training import distributed
 from mtfap.evaluation.reports import atomic_write_text, write_json
+from mtfap.training import distributed
 from mtfap.training.checkpoint import (check_same_config, load_checkpoint, load_model_state,
                                        restore_rng_state, save_checkpoint)
 from mtfap.training.config import TrainConfig
@@ -213,8 +213,8 @@ def _non_finite_message(value, epoch, step, batch_index, index, checkpoint) -> s
     kept = f"the last good checkpoint is {checkpoint}" if checkpoint.exists() else \
         "no checkpoint was written yet"
     return (f"non-finite loss ({value}) at epoch {epoch + 1}, step {step + 1} (batch "
-            f"{batch_index + 1} of the epoch, training images {images}); {kept}. Try a lower --lr (or --set grad_clip_norm=1.0), "
-            "a smaller head regularisation, or check those images")
+            f"{batch_index + 1} of the epoch, training images {images}); {kept}. Try a lower --lr "
+            "(or --set grad_clip_norm=1.0), a smaller head regularisation, or check those images")
 
 
 def train_step(model: AttributeModel, ddp_model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -288,13 +288,15 @@ def train(config: TrainConfig, *, dataset=None, backbone: nn.Module | None = Non
                           "needs GPUs): results differ slightly from a single-process run",
                           stacklevel=2)
     spec = model.backbone.input_spec
+    on_gpu = context.device.type == "cuda"
     # Decode every image once into the cache of the whole dataset; each split reads from it.
     build_cache(dataset, spec, config.cache_dir, progress=config.progress and context.is_main)
     train_images = FaceImageDataset(train_set, spec, cache_dir=config.cache_dir, progress=False)
     val_shard = np.array_split(np.arange(len(val_set)), context.world_size)[context.rank]
     val_loader = make_loader(val_set.subset(val_shard), spec, train=False,
                              batch_size=config.batch_size, cache_dir=config.cache_dir,
-                             num_workers=config.num_workers) if len(val_shard) else []
+                             num_workers=config.num_workers,
+                             pin_memory=on_gpu) if len(val_shard) else []
     optimizer = make_optimizer(config, model)
     per_rank_batch = config.batch_size // context.world_size
     if per_rank_batch * context.world_size != config.batch_size:
@@ -320,7 +322,8 @@ def train(config: TrainConfig, *, dataset=None, backbone: nn.Module | None = Non
         restore_rng_state(checkpoint["rng"])
     if context.is_main:
         config.save(output_dir / "config.json")
-    ddp_model = distributed.wrap_model(model, context, find_unused=config.freeze_backbone_epochs > 0)
+    ddp_model = distributed.wrap_model(model, context,
+                                       find_unused=config.freeze_backbone_epochs > 0)
 
     def checkpoint_now(path):
         if context.is_main:
@@ -337,7 +340,7 @@ def train(config: TrainConfig, *, dataset=None, backbone: nn.Module | None = Non
         sampler.set_epoch(epoch)
         loader = make_loader(train_images, spec, train=True, batch_size=per_rank_batch,
                              sampler=SkipFirst(sampler, batch_in_epoch * per_rank_batch),
-                             seed=config.seed, num_workers=config.num_workers)
+                             seed=config.seed, num_workers=config.num_workers, pin_memory=on_gpu)
         loader.set_epoch(epoch)  # augmentation draws depend on (seed, epoch, image) only
         # The loader draws its workers' base seed from the global generator; keep that draw off
         # the training stream so that a run resumed inside an epoch draws what the original drew.
@@ -385,7 +388,7 @@ def train(config: TrainConfig, *, dataset=None, backbone: nn.Module | None = Non
         # --- evaluation, metrics and checkpoints --------------------------------------------
         seconds = time.perf_counter() - started
         # Evaluation must not move the random streams: a resumed run has not evaluated here.
-        with torch.random.fork_rng(devices=[context.device] if context.device.type == "cuda" else []):
+        with torch.random.fork_rng(devices=[context.device] if on_gpu else []):
             val = evaluate(model, val_loader, config, context) if len(val_set) else \
                 {"mean_accuracy": float("nan"), "mean_balanced_accuracy": float("nan")}
         row = {"epoch": epoch + 1, "step": step, "complete": finished_epoch, "lr": lr,
@@ -404,7 +407,8 @@ def train(config: TrainConfig, *, dataset=None, backbone: nn.Module | None = Non
             write_metrics(output_dir, history)
             write_json(output_dir / "heads.json", model.heads.describe())  # ranks, graph, ...
             bar.write(f"epoch {row['epoch']}: loss {row['train_loss']:.4f}, val mean accuracy "
-                      f"{100 * row['val_mean_accuracy']:.2f} %, {row['images_per_second']:.0f} img/s")
+                      f"{100 * row['val_mean_accuracy']:.2f} %, "
+                      f"{row['images_per_second']:.0f} img/s")
         checkpoint_now(last_path)
         if improved:
             checkpoint_now(best_path)
