@@ -33,15 +33,16 @@ from mtfap.heads import GraphHeads, IndependentHeads, LowRankSparseHeads
 
 # method name -> (estimator class, fixed parameters, grid of tuned parameters)
 METHODS = {
-    "independent": (IndependentHeads, {}, [{"lam": v} for v in (1e-4, 1e-3)]),
+    "independent": (IndependentHeads, {}, [{"lam": v} for v in (1e-3, 1e-2)]),
     "lowrank_sparse/proximal": (LowRankSparseHeads, {"solver": "proximal"},
-                                [{"lam": 1e-4, "gamma": g} for g in (1e-3, 1e-2)]),
+                                [{"lam": lam, "gamma": gamma}
+                                 for lam, gamma in ((1e-4, 1e-3), (1e-3, 1e-2))]),
     "lowrank_sparse/paper": (LowRankSparseHeads, {"solver": "paper", "n_epochs": 5},
                              [{"lam": 1e-4, "gamma": 1e-3}]),
     "lowrank_sparse/proximal/regions": (LowRankSparseHeads, {"solver": "proximal",
                                                              "groups": "regions"},
                                         [{"lam": 1e-4, "gamma": 1e-3}]),
-    "graph/kalofolias": (GraphHeads, {}, [{"xi": xi} for xi in (1e-3, 1e-2)]),
+    "graph/kalofolias": (GraphHeads, {}, [{"xi": xi} for xi in (1e-2, 1e-1)]),
     "graph/paper": (GraphHeads, {"graph_step": "paper", "n_graph_steps": 1}, [{"xi": 1e-2}]),
 }
 
@@ -105,7 +106,8 @@ def run(args):
     results["setup"]["scarce_attributes"] = scarce_names
     names = [m for m in METHODS if not args.methods or m in args.methods]
 
-    if args.part != "scarce" and "sklearn" not in results:
+    wants_sklearn = not args.methods or "sklearn" in args.methods
+    if args.part != "scarce" and wants_sklearn and "sklearn" not in results:
         predicted, wall, cpu = sklearn_baseline(train, test)
         results["sklearn"] = {"test_accuracy": mean_accuracy(predicted, test.labels, test.mask),
                               "wall_s": wall, "cpu_s": cpu}
@@ -131,18 +133,60 @@ def run(args):
         return max(runs.values(), key=lambda r: r["val_accuracy"])
 
     for method in names if args.part != "scarce" else []:
-        best = fit_grid(f"full/{method}", method, train, METHODS[method][2])
+        best = fit_grid(f"full/{method}", method, train, METHODS[method][2][:args.grid])
         print(f"best {method}: val {best['val_accuracy']:.4f} test {best['test_accuracy']:.4f}",
               flush=True)
     if args.part == "full":
         return
     for method in names:
-        grid = METHODS[method][2]
+        grid = METHODS[method][2][:args.grid]
         for seed in range(args.seeds):
             scarce = scarce_labels(train, 0.1, scarce_names, seed=seed)
             # tune on seed 0 only, then reuse the chosen setting on the other seeds
             best = fit_grid(f"scarce/{method}/seed{seed}", method, scarce, grid)
             grid = [best["params"]]
+
+
+def report(paths) -> str:
+    """Markdown tables from one or more result files (merged)."""
+    results = {}
+    for path in paths:
+        for key, value in json.loads(Path(path).read_text()).items():
+            results.setdefault(key, {}).update(value)
+    lines = ["| method | chosen on val | val acc | test acc | test acc, 30 rarest | fit wall s | "
+             "fit CPU s |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    if "sklearn" in results:
+        sk = results["sklearn"]
+        lines.append(f"| scikit-learn LogisticRegression x 40 | C = 1 | - | "
+                     f"{100 * sk['test_accuracy']:.2f} | - | {sk['wall_s']:.1f} | {sk['cpu_s']:.1f} |")
+    structures = []
+    for key in sorted(k for k in results if k.startswith("full/")):
+        best = max(results[key].values(), key=lambda r: r["val_accuracy"])
+        lines.append(f"| {key[5:]} | {best['params']} | {100 * best['val_accuracy']:.2f} | "
+                     f"{100 * best['test_accuracy']:.2f} | "
+                     f"{100 * best['test_accuracy_scarce_attributes']:.2f} | {best['wall_s']:.1f} | "
+                     f"{best['cpu_s']:.1f} |")
+        for run in results[key].values():
+            if "sparsity_S" in run:
+                structures.append(f"- {key[5:]} {run['params']}: S {100 * run['sparsity_S']:.1f} % "
+                                  f"zeros; ranks of L_g {run['ranks']} (caps {run['rank_caps']})")
+            if "clusters" in run:
+                multi = [c for c in run["clusters"] if len(c) > 1]
+                structures.append(f"- {key[5:]} {run['params']}: {run['n_edges']} edges, "
+                                  f"{run['n_clusters']} clusters; non-singleton: {multi}")
+    lines += ["", "| method (scarce labels) | setting | test acc, all 40 | test acc, 30 scarce | seeds |",
+              "| --- | --- | --- | --- | --- |"]
+    methods = sorted({k.rsplit("/seed", 1)[0] for k in results if k.startswith("scarce/")})
+    for method in methods:
+        seeds = [k for k in results if k.startswith(method + "/seed")]
+        chosen = max(results[method + "/seed0"].values(), key=lambda r: r["val_accuracy"])
+        runs = [results[k][json.dumps(chosen["params"], sort_keys=True)] for k in seeds
+                if json.dumps(chosen["params"], sort_keys=True) in results[k]]
+        every = np.array([100 * r["test_accuracy"] for r in runs])
+        rare = np.array([100 * r["test_accuracy_scarce_attributes"] for r in runs])
+        lines.append(f"| {method[7:]} | {chosen['params']} | {every.mean():.2f} +- {every.std():.2f} | "
+                     f"{rare.mean():.2f} +- {rare.std():.2f} | {len(runs)} |")
+    return "\n".join(lines + [""] + structures)
 
 
 def main(argv=None):
@@ -152,10 +196,18 @@ def main(argv=None):
     parser.add_argument("--out", default="/work/cache/bench_heads/results.json")
     parser.add_argument("--threads", type=int, default=2, help="BLAS threads")
     parser.add_argument("--seeds", type=int, default=3, help="seeds of the scarce-label setting")
-    parser.add_argument("--methods", nargs="*", choices=list(METHODS), help="default: all")
+    parser.add_argument("--methods", nargs="*", choices=["sklearn", *METHODS],
+                        help="default: all, with the scikit-learn baseline")
+    parser.add_argument("--grid", type=int, default=None,
+                        help="use only the first N settings of each grid (default: all)")
     parser.add_argument("--part", choices=["full", "scarce", "both"], default="both",
                         help="full labels, scarce labels, or both")
+    parser.add_argument("--report", nargs="+", metavar="JSON",
+                        help="print markdown tables from result files instead of running")
     args = parser.parse_args(argv)
+    if args.report:
+        print(report(args.report))
+        return 0
     with threadpool_limits(args.threads):
         run(args)
 
