@@ -80,7 +80,7 @@ def test_run_folder_holds_config_metrics_and_checkpoints(faces, config):
     best_epoch = int(csv["epoch"][csv["val_mean_accuracy"].idxmax()])
     assert load_checkpoint(run / "best.pt")["epoch"] == best_epoch == result.best["epoch"]
     assert load_checkpoint(run / "last.pt")["epoch"] == 3
-    assert json.loads((run / "heads.json").read_text())["method"] == "lowrank_sparse"
+    assert json.loads((run / "heads_summary.json").read_text())["method"] == "lowrank_sparse"
     assert not list(run.glob("*.tmp"))
     # A second run into the same folder must not overwrite it silently.
     with pytest.raises(ValueError, match="already holds a run.*--resume"):

@@ -405,7 +405,7 @@ def train(config: TrainConfig, *, dataset=None, backbone: nn.Module | None = Non
             best = dict(row)
         if context.is_main:
             write_metrics(output_dir, history)
-            write_json(output_dir / "heads.json", model.heads.describe())  # ranks, graph, ...
+            write_json(output_dir / "heads_summary.json", model.heads.describe())  # ranks, graph
             bar.write(f"epoch {row['epoch']}: loss {row['train_loss']:.4f}, val mean accuracy "
                       f"{100 * row['val_mean_accuracy']:.2f} %, "
                       f"{row['images_per_second']:.0f} img/s")
