@@ -103,3 +103,29 @@ def plot_cam_grid(images, maps, attributes, path: str | Path, probabilities=None
     fig.suptitle("Class activation maps A_c = sum_k w_kc g_k (red = evidence for the attribute)",
                  fontsize=10)
     return save_figure(fig, path, svg=svg)
+
+
+def attribute_maps(backbone, weights, bias, images) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """Maps of the chosen attributes for PIL images, at the network's input resolution.
+
+    Each image is centre-cropped and resized as the pipeline does for ``backbone.input_spec``.
+
+    Parameters
+    ----------
+    weights : (d, m) head weights of the m attributes to map; bias : (m,).
+    images : PIL images.
+
+    Returns
+    -------
+    views : the m uint8 (H, W, 3) images the network saw; maps : (N, m, H, W) upsampled A_c;
+    probabilities : (N, m) sigmoid(mean A_c + b_c), i.e. the model's prediction.
+    """
+    from mtfap.data.pipeline import normalize, preprocess
+
+    spec = backbone.input_spec
+    views = [preprocess(image, spec) for image in images]
+    batch = normalize(torch.from_numpy(np.stack(views)).permute(0, 3, 1, 2), spec)
+    maps = class_activation_maps(backbone, weights, batch)
+    logits = maps.mean(dim=(2, 3)) + torch.as_tensor(bias, dtype=torch.float32)
+    upsampled = upsample_maps(maps, spec.size)
+    return views, upsampled.numpy(), torch.sigmoid(logits).numpy()

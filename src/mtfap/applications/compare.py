@@ -24,15 +24,12 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from mtfap.applications.graph_figures import (cluster_agreement, cluster_labels,
-                                              clusters_as_lists, grouping_labels,
-                                              plot_graph_clusters, plot_graph_heatmap)
 from mtfap.data.dataset import FaceDataset
 from mtfap.data.features import FeatureSet
 from mtfap.evaluation.frozen import METHODS, check_methods, fit_method, is_seeded
 from mtfap.evaluation.metrics import EvaluationResult, evaluate_predictions, tune_thresholds
 from mtfap.evaluation.paper import MTFAP_COLUMNS, paper_columns
-from mtfap.evaluation.reports import text_table, write_json, write_table
+from mtfap.evaluation.reports import text_table, write_table
 from mtfap.evaluation.sweep import SweepResult, sweep_frozen
 from mtfap.heads.groupings import PRESETS
 
@@ -212,31 +209,6 @@ def compare_on_features(features: FeatureSet, methods=None, seeds=(0,), groups=N
             "n_test": len(test), "scarce": None if scarce is None else
             {"fraction": scarce[0], "count": scarce[1], "attributes": scarce_attributes}}
     return Comparison(list(features.attributes), results, fits, positive, graph, sweeps, meta)
-
-
-def graph_report(comparison: Comparison, references: dict, out: Path, threshold: float = 0.1,
-                 svg: bool = False) -> dict:
-    """Figures (heatmap, clustered drawing) and clusters of the learned graph, with the
-    adjusted Rand index against each reference grouping that applies to these attributes."""
-    attributes = comparison.attributes
-    labels = cluster_labels(comparison.graph, threshold)
-    agreement = {}
-    for name, grouping in references.items():
-        try:
-            agreement[name] = round(cluster_agreement(labels, grouping_labels(grouping, attributes)), 4)
-        except ValueError:  # that grouping does not cover these attributes
-            continue
-    heatmap = plot_graph_heatmap(comparison.graph, attributes, out / "graph_heatmap", labels,
-                                 title="Learned task graph (Scenario 2), ordered by cluster",
-                                 svg=svg)
-    drawing = plot_graph_clusters(comparison.graph, attributes, out / "graph_clusters", labels,
-                                  threshold, svg=svg)
-    clusters = clusters_as_lists(labels, attributes)
-    report = {"threshold": threshold, "n_clusters": len(clusters), "clusters": clusters,
-              "adjusted_rand_index": agreement,
-              "figures": [str(p) for p in heatmap + drawing]}
-    write_json(out / "clusters.json", report)
-    return report
 
 
 def reference_groupings(features: FeatureSet) -> dict:

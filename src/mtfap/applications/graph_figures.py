@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import adjusted_rand_score
 
-from mtfap.evaluation.reports import save_figure
+from mtfap.evaluation.reports import save_figure, write_json
 from mtfap.heads.graph_learning import graph_clusters, threshold_graph
 from mtfap.heads.groupings import resolve_groups
 
@@ -182,3 +182,36 @@ def plot_graph_clusters(graph, attributes, path: str | Path, labels=None, thresh
     ax.margins(0.15)
     ax.axis("off")
     return save_figure(fig, path, svg=svg)
+
+
+def write_graph_report(graph, attributes, out: str | Path, references: dict | None = None,
+                       threshold: float = 0.1, svg: bool = False) -> dict:
+    """Fig. 9 (``graph_heatmap.png``), Fig. 4 (``graph_clusters.png``) and ``clusters.json``.
+
+    references : name -> grouping (preset, file or mapping); the adjusted Rand index of the
+        clusters against each one that covers exactly these attributes is reported (others
+        are skipped: an index over different task sets means nothing).
+
+    Returns the content of ``clusters.json``.
+    """
+    out = Path(out)
+    labels = cluster_labels(graph, threshold)
+    agreement, skipped = {}, {}
+    for name, grouping in (references or {}).items():
+        try:
+            reference = grouping_labels(grouping, attributes)
+        except ValueError as err:
+            skipped[name] = str(err)
+            continue
+        agreement[name] = round(cluster_agreement(labels, reference), 4)
+    heatmap = plot_graph_heatmap(graph, attributes, out / "graph_heatmap", labels,
+                                 title="Learned task graph, tasks ordered by cluster", svg=svg)
+    drawing = plot_graph_clusters(graph, attributes, out / "graph_clusters", labels, threshold,
+                                  svg=svg)
+    clusters = clusters_as_lists(labels, attributes)
+    report = {"threshold": threshold, "n_clusters": len(clusters),
+              "n_edges": int(np.triu(normalised_adjacency(graph) >= threshold, 1).sum()),
+              "clusters": clusters, "adjusted_rand_index": agreement,
+              "not_compared": skipped, "figures": [str(p) for p in heatmap + drawing]}
+    write_json(out / "clusters.json", report)
+    return report

@@ -9,7 +9,7 @@ import sys
 from mtfap import __version__
 
 # Sub-command modules, in the order ``mtfap --help`` lists them.
-COMMANDS: tuple[str, ...] = ("data", "train", "features", "fit_heads", "compare")
+COMMANDS: tuple[str, ...] = ("data", "train", "features", "fit_heads", "compare", "evaluate", "sweep", "graph", "cam")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -121,8 +121,9 @@ def load_features(args):
 
 
 def run(args) -> int:
-    from mtfap.applications.compare import (compare_on_features, format_report, graph_report,
+    from mtfap.applications.compare import (compare_on_features, format_report,
                                             reference_groupings, write_comparison)
+    from mtfap.applications.graph_figures import write_graph_report
     from mtfap.evaluation.paper import paper_columns
 
     if args.scarce is not None and not 0 < args.scarce <= 1:
@@ -162,7 +163,8 @@ def run(args) -> int:
               f"{scarce['count']} rarest attributes: {', '.join(scarce['attributes'])}")
     print(format_report(comparison, paper))
     if comparison.graph is not None:
-        report = graph_report(comparison, reference_groupings(features), args.out, svg=args.svg)
+        report = write_graph_report(comparison.graph, comparison.attributes, args.out,
+                                    reference_groupings(features), svg=args.svg)
         agreement = ", ".join(f"{k} {v:.2f}" for k, v in report["adjusted_rand_index"].items())
         print(f"\nlearned graph: {report['n_clusters']} clusters at threshold "
               f"{report['threshold']:g}; adjusted Rand index vs {agreement}")

@@ -1,0 +1,103 @@
+"""``mtfap cam``: class activation maps of chosen attributes overlaid on faces (Sec. 5.3, Fig. 8).
+
+For attribute c the map is A_c(x, y) = sum_k w_kc g_k(x, y) over the backbone's last feature
+maps g_k (eq. 15-16); its mean over the map plus the bias is the model's logit, so red areas
+are where the evidence for the attribute lies. Maps are upsampled bilinearly to the network's
+input and drawn over the face as the network saw it (centre crop, resize).
+
+Images are files (IMAGE ...) or, with --data, faces picked from a dataset split (for example
+CelebA's test split, read in place from its zip). Writes one PNG per image, or with --grid a
+single grid of images x attributes.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "cam", help="class activation maps of attributes overlaid on face images",
+        description=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("run", type=Path, help="run folder (mtfap train or mtfap fit-heads)")
+    parser.add_argument("images", nargs="*", type=Path, help="image files")
+    parser.add_argument("--attr", nargs="+", required=True, metavar="NAME",
+                        help="attributes to map, e.g. --attr Smiling Eyeglasses")
+    parser.add_argument("--data", help="take faces from this dataset instead of image files")
+    parser.add_argument("--split", choices=("train", "val", "test"), default="test",
+                        help="with --data: the split to pick faces from")
+    parser.add_argument("--count", type=int, default=4, help="with --data: number of faces")
+    parser.add_argument("--seed", type=int, default=0, help="with --data: which faces are picked")
+    parser.add_argument("--grid", action="store_true",
+                        help="one grid of images x attributes instead of one PNG per image")
+    parser.add_argument("--alpha", type=float, default=0.5, help="opacity of the map overlay")
+    parser.add_argument("--checkpoint", choices=("best", "last"), default="best",
+                        help="train runs: best validation epoch or the last one")
+    parser.add_argument("--out", type=Path, help="output folder (default: RUN/cam)")
+    parser.add_argument("--svg", action="store_true", help="also write SVG figures")
+    parser.set_defaults(func=run)
+
+
+def _images(args):
+    """(names, PIL images) from the files or from the dataset split."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    if args.data is not None:
+        if args.images:
+            raise ValueError("give image files or --data, not both")
+        from mtfap.data import open_dataset
+        dataset = open_dataset(args.data)
+        rows = dataset.split_indices(args.split) if dataset.split is not None \
+            else np.arange(len(dataset))
+        if args.count < 1 or len(rows) == 0:
+            raise ValueError(f"--count must be >= 1 and split {args.split!r} must have images")
+        picked = np.random.default_rng(args.seed).choice(rows, min(args.count, len(rows)),
+                                                         replace=False)
+        keys = [dataset.keys[i] for i in sorted(picked)]
+        return [Path(k).name for k in keys], [dataset.source.load(k) for k in keys]
+    if not args.images:
+        raise ValueError("give image files, or --data PATH to pick faces from a dataset")
+    images = []
+    for path in args.images:
+        try:
+            with Image.open(path) as image:
+                images.append(image.convert("RGB"))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path}: image not found") from None
+        except (UnidentifiedImageError, OSError) as err:
+            raise ValueError(f"{path}: cannot read the image ({err})") from None
+    return [p.name for p in args.images], images
+
+
+def run(args) -> int:
+    from mtfap.applications.cam import attribute_maps, plot_cam_grid
+    from mtfap.attributes import resolve_attributes
+    from mtfap.evaluation.runs import open_run
+
+    if not 0 <= args.alpha <= 1:
+        raise ValueError(f"--alpha must be in [0, 1], got {args.alpha}")
+    opened = open_run(args.run, args.checkpoint)
+    names = resolve_attributes(args.attr, opened.attributes)
+    columns = [opened.attributes.index(a) for a in names]
+    image_names, images = _images(args)
+    weights, bias = opened.head_weights()
+    backbone = opened.backbone()
+    views, maps, probabilities = attribute_maps(backbone, weights[:, columns], bias[columns],
+                                                images)
+    out = args.out or args.run / "cam"
+    if args.grid:
+        written = plot_cam_grid(views, maps, names, out / "cam_grid", probabilities,
+                                image_names, args.alpha, svg=args.svg)
+    else:
+        written = []
+        for i, name in enumerate(image_names):
+            written += plot_cam_grid(views[i:i + 1], maps[i:i + 1], names,
+                                     out / f"cam_{Path(name).stem}", probabilities[i:i + 1],
+                                     [name], args.alpha, svg=args.svg)
+    for name, row in zip(image_names, probabilities):
+        print(f"{name}: " + ", ".join(f"{a} {p:.2f}" for a, p in zip(names, row)))
+    print(f"wrote {len(written)} figure(s) to {out}/")
+    return 0

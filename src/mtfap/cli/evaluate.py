@@ -1,0 +1,93 @@
+"""``mtfap evaluate``: per-attribute accuracy of a run, with intervals, beside the paper.
+
+For each attribute: accuracy and balanced accuracy on the known labels of the split, their
+95 % bootstrap intervals (identities resampled where the dataset knows them, else images), the
+predicted and the true positive rate; then the means over the attributes. Writes
+metrics.json / .csv / .md into --out; with --compare paper the table sits beside the published
+columns of the paper's Table 1 (CelebA) or Table 2 (LFWA).
+
+RUN is a folder from `mtfap train` (predictions from the images) or from `mtfap fit-heads`
+(predictions from the features file it was fitted on, or --features).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "evaluate", help="per-attribute accuracy of a run with bootstrap intervals",
+        description=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("run", type=Path, help="run folder (mtfap train or mtfap fit-heads)")
+    parser.add_argument("--data", help="dataset path for a train run (default: its own)")
+    parser.add_argument("--features", type=Path,
+                        help="features .npz for a fit-heads run (default: its own)")
+    parser.add_argument("--split", choices=("train", "val", "test"), default="test")
+    parser.add_argument("--thresholds", choices=("0.5", "val"), default="0.5",
+                        help="decision thresholds: 0.5, or tuned per attribute on the "
+                             "validation split (maximum accuracy)")
+    parser.add_argument("--compare", choices=("none", "paper"), default="none",
+                        help="paper: put the table beside the paper's published columns")
+    parser.add_argument("--paper-table", choices=("celeba", "lfwa"), default="celeba",
+                        help="which published table --compare paper uses (Table 1 / Table 2)")
+    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates (0: none)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap draws")
+    parser.add_argument("--checkpoint", choices=("best", "last"), default="best",
+                        help="train runs: best validation epoch or the last one")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (train runs)")
+    parser.add_argument("--out", type=Path, help="output folder (default: RUN/eval-SPLIT)")
+    parser.add_argument("--no-progress", dest="progress", action="store_false")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import numpy as np
+
+    from mtfap.evaluation.metrics import evaluate_predictions, tune_thresholds
+    from mtfap.evaluation.paper import comparison_table
+    from mtfap.evaluation.reports import text_table, write_table
+    from mtfap.evaluation.runs import open_run
+
+    if args.bootstrap < 0:
+        raise ValueError(f"--bootstrap must be >= 0, got {args.bootstrap}")
+    opened = open_run(args.run, args.checkpoint)
+    source = dict(data=args.data, features=args.features, batch_size=args.batch_size,
+                  device=args.device, progress=args.progress)
+    scores, labels, mask, identities = opened.predict_split(args.split, **source)
+    if len(scores) == 0:
+        raise ValueError(f"split {args.split!r} has no images")
+    thresholds = 0.5
+    if args.thresholds == "val":
+        val_scores, val_labels, val_mask, _ = opened.predict_split("val", **source)
+        thresholds = tune_thresholds(val_scores, val_labels, val_mask)
+    result = evaluate_predictions(
+        scores, labels, mask, opened.attributes, identities, thresholds,
+        n_bootstrap=args.bootstrap, seed=args.seed,
+        meta={"run": str(args.run), "kind": opened.kind, "method": opened.method,
+              "split": args.split, "thresholds": args.thresholds})
+    out = args.out or args.run / f"eval-{args.split}"
+    frame = result.to_frame()
+    write_table(out / "metrics", frame, title=f"{args.run} on {args.split}",
+                extra={**result.summary(), "meta": result.meta})
+    print(text_table(frame.drop(columns=["threshold"] if args.thresholds == "0.5" else [])))
+    if args.compare == "paper":
+        table = comparison_table({f"this run ({opened.method})": result}, args.paper_table)
+        write_table(out / "comparison", table,
+                    title=f"Accuracy (%) beside the paper's {args.paper_table} table")
+        print()
+        print(text_table(table))
+    summary = result.summary()
+    low, high = summary["mean_accuracy_ci95"]
+    b_low, b_high = summary["mean_balanced_accuracy_ci95"]
+    unit = f"{summary['n_bootstrap_units']} {summary['bootstrap_unit']}s resampled"
+    print(f"\n{opened.kind} run {args.run} ({opened.method}) on {args.split}: {len(scores)} images"
+          f"\nmean accuracy {summary['mean_accuracy']:.2f} % [{low:.2f}, {high:.2f}], "
+          f"mean balanced accuracy {summary['mean_balanced_accuracy']:.2f} % "
+          f"[{b_low:.2f}, {b_high:.2f}] (95 % bootstrap, {unit})"
+          f"\nthresholds: {'tuned on val' if args.thresholds == 'val' else '0.5'}; "
+          f"{int(np.sum(mask))} known labels; written to {out}/")
+    return 0
