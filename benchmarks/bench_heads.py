@@ -42,8 +42,18 @@ METHODS = {
     "lowrank_sparse/proximal/regions": (LowRankSparseHeads, {"solver": "proximal",
                                                              "groups": "regions"},
                                         [{"lam": 1e-4, "gamma": 1e-3}]),
-    "graph/kalofolias": (GraphHeads, {}, [{"xi": xi} for xi in (1e-2, 1e-1)]),
-    "graph/paper": (GraphHeads, {"graph_step": "paper", "n_graph_steps": 1}, [{"xi": 1e-2}]),
+    # diagnostics of Scenario 1: convergence (3x the iterations) and capacity (K_g = T_g - 1)
+    "lowrank_sparse/proximal/long": (LowRankSparseHeads, {"solver": "proximal", "max_iter": 300},
+                                     [{"lam": 1e-4, "gamma": 1e-3}]),
+    "lowrank_sparse/proximal/maxrank": (LowRankSparseHeads, {"solver": "proximal", "ranks": 39},
+                                        [{"lam": 1e-4, "gamma": 1e-3}]),
+    "lowrank_sparse/proximal/strong": (LowRankSparseHeads, {"solver": "proximal"},
+                                       [{"lam": 1e-2, "gamma": 1e-1}]),
+    # graph heads with a ridge part (xi * eps) as large as the best ridge of independent heads
+    "graph/kalofolias/ridge": (GraphHeads, {"eps": 0.1}, [{"xi": xi} for xi in (1e-2, 1e-1)]),
+    "graph/kalofolias": (GraphHeads, {"eps": 1e-3}, [{"xi": xi} for xi in (1e-2, 1e-1)]),
+    "graph/paper": (GraphHeads, {"graph_step": "paper", "n_graph_steps": 1, "eps": 1e-3},
+                    [{"xi": 1e-2}]),
 }
 
 
@@ -85,6 +95,20 @@ def sklearn_baseline(train, test):
     return predicted, time.perf_counter() - wall, time.process_time() - cpu
 
 
+def sweep_graph_sparsity(train, values=(1.0, 2.0, 4.0, 8.0, 16.0)) -> dict:
+    """Clusters of the Kalofolias graph of independent heads for several sparsity knobs."""
+    from mtfap.heads.graph_learning import graph_clusters, learn_task_graph, threshold_graph
+    heads = IndependentHeads(lam=1e-3).fit(train.X, train.labels, train.mask)
+    out = {}
+    for value in values:
+        M = learn_task_graph(heads.W_, sparsity=value)
+        clusters = graph_clusters(M)
+        out[str(value)] = {"n_edges": int((threshold_graph(M) > 0).sum() // 2),
+                           "clusters": [[train.attributes[j] for j in c] for c in clusters]}
+        print("sparsity", value, out[str(value)], flush=True)
+    return out
+
+
 def run(args):
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.is_file() else {}
@@ -107,7 +131,7 @@ def run(args):
     names = [m for m in METHODS if not args.methods or m in args.methods]
 
     wants_sklearn = not args.methods or "sklearn" in args.methods
-    if args.part != "scarce" and wants_sklearn and "sklearn" not in results:
+    if args.part in ("full", "both") and wants_sklearn and "sklearn" not in results:
         predicted, wall, cpu = sklearn_baseline(train, test)
         results["sklearn"] = {"test_accuracy": mean_accuracy(predicted, test.labels, test.mask),
                               "wall_s": wall, "cpu_s": cpu}
@@ -132,11 +156,14 @@ def run(args):
             save()
         return max(runs.values(), key=lambda r: r["val_accuracy"])
 
-    for method in names if args.part != "scarce" else []:
+    for method in names if args.part == "full" or args.part == "both" else []:
         best = fit_grid(f"full/{method}", method, train, METHODS[method][2][:args.grid])
         print(f"best {method}: val {best['val_accuracy']:.4f} test {best['test_accuracy']:.4f}",
               flush=True)
-    if args.part == "full":
+    if args.part == "sweep":
+        results["sweep"] = sweep_graph_sparsity(train)
+        save()
+    if args.part in ("full", "sweep"):
         return
     for method in names:
         grid = METHODS[method][2][:args.grid]
@@ -200,8 +227,8 @@ def main(argv=None):
                         help="default: all, with the scikit-learn baseline")
     parser.add_argument("--grid", type=int, default=None,
                         help="use only the first N settings of each grid (default: all)")
-    parser.add_argument("--part", choices=["full", "scarce", "both"], default="both",
-                        help="full labels, scarce labels, or both")
+    parser.add_argument("--part", choices=["full", "scarce", "both", "sweep"], default="both",
+                        help="full labels, scarce labels, both, or the graph sparsity sweep")
     parser.add_argument("--report", nargs="+", metavar="JSON",
                         help="print markdown tables from result files instead of running")
     args = parser.parse_args(argv)

@@ -109,8 +109,8 @@ class TorchLowRankSparseHeads(TorchHeads):
 
     method = "lowrank_sparse"
 
-    def __init__(self, in_features, attributes, groups="paper", ranks=None, lam: float = 1e-2,
-                 gamma: float = 1.0, solver: str = "proximal", smidas_rate: float | None = None,
+    def __init__(self, in_features, attributes, groups="paper", ranks=None, lam: float = 1e-4,
+                 gamma: float = 1e-3, solver: str = "proximal", smidas_rate: float | None = None,
                  n_probes: int | None = None, seed: int = 0):
         super().__init__(in_features, attributes)
         if solver not in SOLVERS:
@@ -186,7 +186,7 @@ class TorchGraphHeads(TorchHeads):
 
     method = "graph"
 
-    def __init__(self, in_features, attributes, xi: float = 0.75, eps: float = 1e-3,
+    def __init__(self, in_features, attributes, xi: float = 1e-2, eps: float = 0.1,
                  graph_step: str = "kalofolias", graph_sparsity: float = 1.0,
                  graph_threshold: float = 0.1):
         super().__init__(in_features, attributes)
@@ -230,7 +230,7 @@ def make_torch_heads(method: str, in_features: int, attributes, **params) -> Tor
 
     ``params`` are the method's hyper-parameters (``lam``; ``groups``, ``ranks``, ``lam``,
     ``gamma``, ``solver``; ``xi``, ``eps``, ``graph_step``, ``graph_sparsity``), named as in the
-    scikit-learn estimators.
+    scikit-learn estimators and with the same defaults.
 
     Examples
     --------
