@@ -3,7 +3,7 @@ import pytest
 from PIL import Image
 
 from mtfap.applications.graph_figures import (cluster_agreement, cluster_labels, clusters_as_lists,
-                                              grouping_labels, normalised_adjacency,
+                                              display_order, grouping_labels, normalised_adjacency,
                                               plot_graph_clusters, plot_graph_heatmap)
 from mtfap.attributes import CELEBA_ATTRIBUTES
 from mtfap.heads.groupings import PAPER_GROUPS
@@ -65,3 +65,16 @@ def test_figures_are_written_with_legible_size(tmp_path):
             assert min(image.size) > 800   # 40 names need room to be read
     with pytest.raises(ValueError, match="attribute names"):
         plot_graph_heatmap(M, ATTRS[:5], tmp_path / "bad")
+
+
+def test_heatmap_order_keeps_clusters_together_and_strong_pairs_adjacent():
+    # One component at threshold 0.1 (weak 0.2 links), but two strong blocks inside it.
+    blocks = np.array([0, 1, 0, 1, 0, 1])
+    M = np.where(blocks[:, None] == blocks[None, :], 1.0, 0.2)
+    np.fill_diagonal(M, 0)
+    labels = np.array([0, 0, 0, 0, 0, 0])
+    order = display_order(M, labels)
+    assert sorted(order) == list(range(6))
+    assert set(blocks[order[:3]]) in ({0}, {1})   # each strong block is contiguous
+    labels = np.array([1, 0, 1, 0, 1, 0])
+    assert set(display_order(M, labels)[:3]) == {1, 3, 5}   # cluster 0 first
