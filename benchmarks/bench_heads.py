@@ -51,6 +51,8 @@ METHODS = {
                                        [{"lam": 1e-2, "gamma": 1e-1}]),
     # graph heads with a ridge part (xi * eps) as large as the best ridge of independent heads
     "graph/kalofolias/ridge": (GraphHeads, {"eps": 0.1}, [{"xi": xi} for xi in (1e-2, 1e-1)]),
+    "graph/kalofolias/ridge/sparse": (GraphHeads, {"eps": 0.1, "graph_sparsity": 8.0},
+                                      [{"xi": xi} for xi in (1e-1, 1e-2)]),
     "graph/kalofolias": (GraphHeads, {"eps": 1e-3}, [{"xi": xi} for xi in (1e-2, 1e-1)]),
     "graph/paper": (GraphHeads, {"graph_step": "paper", "n_graph_steps": 1, "eps": 1e-3},
                     [{"xi": 1e-2}]),
