@@ -98,6 +98,11 @@ def test_each_attribute_is_drawn():
     assert np.array_equal(labels["No_Beard"], ~hair)
 
 
+def test_the_smallest_dataset_has_all_three_splits(tmp_path):
+    tiny = load_synthetic(n=15, size=16, cache_dir=tmp_path)
+    assert np.bincount(tiny.split, minlength=3).tolist() == [5, 5, 5]
+
+
 def test_bad_arguments_are_named(tmp_path):
     with pytest.raises(ValueError, match="n must be"):
         load_synthetic(n=3, cache_dir=tmp_path)

@@ -461,7 +461,7 @@ def load_synthetic(n: int = 2000, size: int = 64, seed: int = 0,
 
     n_ids = int(identities[-1]) + 1
     order = np.random.default_rng([seed, GENERATOR_VERSION, 1]).permutation(n_ids)
-    cut_train = max(1, int(round(SPLIT_FRACTIONS[0] * n_ids)))
+    cut_train = min(n_ids - 2, max(1, int(round(SPLIT_FRACTIONS[0] * n_ids))))
     cut_val = min(n_ids - 1, cut_train + max(1, int(round(SPLIT_FRACTIONS[1] * n_ids))))
     split_of_identity = np.empty(n_ids, dtype=np.int8)
     split_of_identity[order[:cut_train]] = 0
