@@ -130,7 +130,8 @@ class LowRankSparseHeads(MultiTaskHeads):
     groups_ : list of (group name, [column indices of Y])
     ranks_ : K_g per group; effective_ranks_ : numerical rank of each L_g (rtol 1e-9)
     sparsity_ : fraction of exact zeros in all S_g
-    objective_history_ : training objective after each FISTA iteration block / epoch
+    objective_history_ : training objective of eq. 3: after each epoch (``"paper"``), or the
+        final one (``"proximal"``)
     """
 
     def __init__(self, lam=1e-4, gamma=1e-3, *, groups="paper", ranks=None, solver="proximal",
@@ -216,6 +217,7 @@ class LowRankSparseHeads(MultiTaskHeads):
         return factors.unpack(result.x)
 
     def _fit_paper(self, data, factors, L, S, b):
+        """Mini-batch alternation: Algorithm 1 on every L_g, then SMIDAS on every S_g."""
         rng = np.random.default_rng(self.random_state)
         svds = [thin_svd(L_g) for L_g in L]
         exponents = [link_exponent(K) for K in self.ranks_]
