@@ -11,37 +11,17 @@ and read with ``torch.load(weights_only=True)`` (no pickled code can run):
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from mtfap.evaluation.reports import atomic_write
 from mtfap.training.config import TrainConfig, config_from_dict
 
 CHECKPOINT_FORMAT = "mtfap-checkpoint"
 CHECKPOINT_VERSION = 1
-
-
-def atomic_write(path: str | Path, write) -> Path:
-    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it over ``path``.
-
-    The rename is atomic on POSIX, so a reader (or a run killed half-way) never sees a partial
-    file: the previous version stays until the new one is complete.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
 
 
 def atomic_torch_save(obj, path: str | Path) -> Path:
