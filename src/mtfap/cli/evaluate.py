@@ -83,7 +83,8 @@ def run(args) -> int:
     summary = result.summary()
     low, high = summary["mean_accuracy_ci95"]
     b_low, b_high = summary["mean_balanced_accuracy_ci95"]
-    unit = f"{summary['n_bootstrap_units']} {summary['bootstrap_unit']}s resampled"
+    plural = {"identity": "identities", "image": "images"}[summary["bootstrap_unit"]]
+    unit = f"{summary['n_bootstrap_units']} {plural} resampled"
     print(f"\n{opened.kind} run {args.run} ({opened.method}) on {args.split}: {len(scores)} images"
           f"\nmean accuracy {summary['mean_accuracy']:.2f} % [{low:.2f}, {high:.2f}], "
           f"mean balanced accuracy {summary['mean_balanced_accuracy']:.2f} % "
