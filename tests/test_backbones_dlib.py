@@ -76,6 +76,20 @@ def test_shapes_of_the_feature_map_and_descriptor():
         assert model.descriptor(x).shape == (2, 128)
 
 
+@needs_weights
+def test_fused_affine_layers_compute_the_same_features():
+    model = create_backbone("dlib_face_resnet", pretrained=True).eval()
+    fused = create_backbone("dlib_face_resnet", pretrained=True, fuse_affine=True).eval()
+    assert not any(name.startswith("affine") or ".affine" in name
+                   for name, _ in fused.named_parameters())
+    assert sum(p.numel() for p in fused.parameters()) < sum(p.numel() for p in model.parameters())
+    x = torch.randn(2, 3, 150, 150, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        reference, ours = model(x), fused(x)
+    assert reference.abs().max() > 0.5
+    assert torch.allclose(ours, reference, atol=1e-4 * reference.abs().max())
+
+
 def test_add_prev_pads_the_smaller_operand_at_the_end():
     block = torch.ones(1, 4, 3, 3)
     shortcut = torch.full((1, 2, 4, 4), 10.0)

@@ -18,12 +18,19 @@ PARAMS = {"independent": {"lam": 1e-3},
 @pytest.mark.parametrize("method", list(PARAMS))
 def test_contract(method):
     heads = make_torch_heads(method, 5, NAMES, **PARAMS[method])
-    features = torch.randn(4, 5)
-    logits = heads(features)
+    features = torch.randn(4, 5) * 0.1 + 3.0
+    logits = heads(features)  # training mode: the first batch sets the standardisation
     assert logits.shape == (4, 6)
     W = heads.weight_matrix()
     assert W.shape == (5, 6) and heads.bias.shape == (6,)
-    assert torch.allclose(logits, features @ W + heads.bias)
+    z = (features - features.mean(0)) / torch.sqrt(features.var(0, unbiased=False) + 1e-5)
+    assert torch.allclose(logits, z @ W + heads.bias, atol=1e-4)  # float32 rounding / std 0.1
+    heads.eval()  # the same map in eval mode, and linear_map() gives it on the raw features
+    W_raw, b_raw = heads.linear_map()
+    assert torch.allclose(heads(features), features @ W_raw + b_raw, atol=1e-4)
+    assert torch.allclose(heads(features), logits, atol=1e-4)
+    raw = make_torch_heads(method, 5, NAMES, standardize=False, **PARAMS[method])
+    assert torch.allclose(raw(features), features @ raw.weight_matrix() + raw.bias)
     assert heads.penalty().ndim == 0
     heads.solver_step(0.1)
     heads.end_epoch()
@@ -31,6 +38,43 @@ def test_contract(method):
     assert info["method"] == method and info["n_tasks"] == 6
     with pytest.raises(ValueError, match=r"features must be \(N, 5\)"):
         heads(torch.randn(4, 3))
+
+
+def test_standardizer_tracks_the_features_and_is_a_constant_for_the_gradient():
+    heads = make_torch_heads("independent", 3, NAMES[:2], standardize=True)
+    generator = torch.Generator().manual_seed(0)
+    batches = [torch.randn(50, 3, generator=generator) * torch.tensor([0.1, 1.0, 5.0]) + 2.0
+               for _ in range(20)]
+    for batch in batches:
+        heads(batch)
+    data = torch.cat(batches)
+    # The first 1 / momentum batches are averaged with equal weights: the mean of all rows and
+    # the mean within-batch variance.
+    within = torch.stack([b.var(0, unbiased=False) for b in batches]).mean(0)
+    assert torch.allclose(heads.standardizer.mean, data.mean(0), atol=1e-5)
+    assert torch.allclose(heads.standardizer.var, within, rtol=1e-4)
+    heads.eval()
+    features = torch.randn(4, 3, requires_grad=True)
+    heads(features).sum().backward()
+    # d logits / d features = W / std, with the statistics held constant.
+    expected = (heads.weight / heads.standardizer.scale()[:, None]).sum(1)
+    assert torch.allclose(features.grad, expected.expand(4, 3).detach(), atol=1e-6)
+    heads.train()
+    before = heads.standardizer.mean.clone()
+    heads(batches[0] + 100.0)  # the 21st batch moves the estimate by 1/21 of the gap ...
+    assert torch.allclose(heads.standardizer.mean - before,
+                          (batches[0].mean(0) + 100.0 - before) / 21, atol=1e-4)
+    heads.standardizer.updates.fill_(100)
+    before = heads.standardizer.mean.clone()
+    heads(batches[1] * 50.0)  # ... and after the first 100 batches the statistics stay fixed
+    assert torch.equal(heads.standardizer.mean, before)
+    following = make_torch_heads("independent", 3, NAMES[:2]).standardizer
+    following.__init__(3, warmup_batches=1, momentum=0.01)
+    following(batches[0])
+    before = following.mean.clone()
+    following(batches[1])  # with momentum > 0 they follow the features with that weight
+    assert torch.allclose(following.mean - before, 0.01 * (batches[1].mean(0) - before),
+                          atol=1e-5)
 
 
 def test_penalties_are_the_smooth_parts_of_omega():

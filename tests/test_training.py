@@ -81,7 +81,8 @@ def test_run_folder_holds_config_metrics_and_checkpoints(faces, config):
     assert load_checkpoint(run / "best.pt")["epoch"] == best_epoch == result.best["epoch"]
     assert load_checkpoint(run / "last.pt")["epoch"] == 3
     assert json.loads((run / "heads_summary.json").read_text())["method"] == "lowrank_sparse"
-    assert not list(run.glob("*.tmp"))
+    assert (run / "metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the epoch curve
+    assert not list(run.glob("*.tmp")) and not list(run.glob(".*.tmp"))
     # A second run into the same folder must not overwrite it silently.
     with pytest.raises(ValueError, match="already holds a run.*--resume"):
         train(config, dataset=faces)
@@ -135,6 +136,21 @@ def test_frozen_backbone_epochs_train_only_the_heads(faces, config):
     assert_same_weights(before, backbone_after)  # weights and batch-norm statistics unchanged
     head_names = [k for k in after if k.startswith("heads.")]
     assert head_names and load_checkpoint(f"{config.output_dir}/last.pt")["step"] == 5
+
+
+def test_heads_learn_at_head_lr_scale_times_the_backbone_rate(faces, config):
+    from mtfap.training.trainer import build_model, make_optimizer
+    scaled = replace(config, head_lr_scale=10.0, schedule="none")
+    model = build_model(scaled, list(faces.attributes))
+    groups = make_optimizer(scaled, model).param_groups
+    assert [g["lr_scale"] for g in groups] == [1.0, 10.0]
+    seen = []
+    result = train(replace(scaled, epochs=1, channels_last=False,
+                           augmentation={"flip_prob": 0.0, "brightness": 0.0}),
+                   dataset=faces, on_step=lambda step: seen.append(step))
+    optimizer = load_checkpoint(f"{config.output_dir}/last.pt")["optimizer"]
+    assert [g["lr"] for g in optimizer["param_groups"]] == [config.lr, 10 * config.lr]
+    assert seen and result.history[0]["complete"]
 
 
 class Sabotaged(torch.nn.Module):

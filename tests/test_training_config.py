@@ -40,6 +40,9 @@ def test_overrides_apply_in_order_and_reach_into_tables(tmp_path):
     ("lr=-1", "lr must be > 0"),
     ("flip_test=maybe", "flip_test must be true or false"),
     ("lr", "expected key=value"),
+    ("head_lr_scale=0", "head_lr_scale must be > 0"),
+    ("augmentation={flip=0.5}", "augmentation.*known settings are flip_prob"),
+    ("augmentation={scale: [0.5, 2]}", "invalid augmentation settings"),
 ])
 def test_bad_overrides_name_the_key_and_a_fix(text, message):
     with pytest.raises(ValueError, match=f"(?i){message}"):

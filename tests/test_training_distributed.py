@@ -83,7 +83,8 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
         assert abs(a["val_mean_accuracy"] - b["val_mean_accuracy"]) <= TOLERANCE
     # Only rank 0 writes: one set of files, no leftovers from the other rank.
     assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == \
-        ["best.pt", "config.json", "heads_summary.json", "last.pt", "metrics.csv", "metrics.json"]
+        ["best.pt", "config.json", "heads_summary.json", "last.pt", "metrics.csv", "metrics.json",
+         "metrics.png"]
 
 
 def test_batch_must_split_evenly_over_processes(tmp_path, monkeypatch):

@@ -119,6 +119,23 @@ class DlibFaceResNet(Backbone):
         x = F.max_pool2d(F.relu(self.affine1(self.conv1(x))), 3, 2)
         return self.blocks(x)
 
+    @torch.no_grad()
+    def fuse_affine(self) -> "DlibFaceResNet":
+        """Fold every ``affine`` layer into the convolution before it (same function, to float
+        rounding) and drop it: about a third faster to train on a CPU, as the 29 per-channel
+        scale-and-shift passes and their gradients go away. The fine-tuned parameters are then
+        the fused convolutions (each affine's scale no longer has its own learning rate)."""
+        pairs = [(self, "conv1", "affine1")] + [
+            (block, conv, affine) for block in self.blocks
+            for conv, affine in (("conv1", "affine1"), ("conv2", "affine2"))]
+        for owner, conv_name, affine_name in pairs:
+            conv, affine = getattr(owner, conv_name), getattr(owner, affine_name)
+            if isinstance(affine, Affine):
+                conv.weight.mul_(affine.weight.view(-1, 1, 1, 1))
+                conv.bias.mul_(affine.weight).add_(affine.bias)
+                setattr(owner, affine_name, nn.Identity())
+        return self
+
     def descriptor(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 3, 150, 150) normalised face chips -> (N, 128) descriptors, as dlib computes them.
 
@@ -326,15 +343,18 @@ def _load_packaged(model: DlibFaceResNet) -> None:
 
 
 @register_backbone("dlib_face_resnet")
-def dlib_face_resnet(pretrained: bool | str = False) -> DlibFaceResNet:
+def dlib_face_resnet(pretrained: bool | str = False, fuse_affine: bool = False) -> DlibFaceResNet:
     """dlib's face-recognition ResNet.
 
     ``pretrained=True`` reads the weights of the ``face-recognition-models`` package; a path to a
     ``.dat`` file reads another dlib network file of the same architecture, any other path a
-    local state_dict / safetensors file of this module.
+    local state_dict / safetensors file of this module (with its affine layers).
+    ``fuse_affine=True`` then folds the affine layers into the convolutions
+    (:meth:`DlibFaceResNet.fuse_affine`; faster fine-tuning, same features).
     """
     model = DlibFaceResNet()
     if isinstance(pretrained, (str, Path)) and Path(pretrained).suffix == ".dat":
         load_dlib_weights(model, pretrained)
-        return model
-    return apply_pretrained(model, "dlib_face_resnet", pretrained, _load_packaged)
+    else:
+        model = apply_pretrained(model, "dlib_face_resnet", pretrained, _load_packaged)
+    return model.fuse_affine() if fuse_affine else model

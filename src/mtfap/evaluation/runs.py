@@ -36,9 +36,8 @@ class Run:
     def head_weights(self) -> tuple[np.ndarray, np.ndarray]:
         """(W (d, k), b (k,)) with logits = GAP features @ W + b (eq. 15-16 use W)."""
         if self.kind == "train":
-            heads = self.model.heads
-            return (heads.weight_matrix().detach().cpu().numpy().astype(np.float64),
-                    heads.bias.detach().cpu().numpy().astype(np.float64))
+            W, b = self.model.heads.linear_map()
+            return (W.cpu().numpy().astype(np.float64), b.cpu().numpy().astype(np.float64))
         return self.estimator.coef_.T, self.estimator.intercept_
 
     def task_graph(self) -> np.ndarray | None:
@@ -129,6 +128,10 @@ def open_run(path: str | Path, checkpoint: str = "best") -> Run:
         weights = path / f"{checkpoint}.pt"
         state = load_checkpoint(weights)
         config = config_from_dict(state["config"], where=str(weights))
+        if "heads.standardizer.mean" not in state["model"] and \
+                "standardize" not in config.heads_params:
+            # A run written before the heads standardised their features.
+            config = replace(config, heads_params={**config.heads_params, "standardize": False})
         attributes = config.attributes or list(load_dataset(config).attributes)
         # The trained weights replace the backbone's, so its packaged weights are not loaded.
         model = build_model(replace(config, pretrained=False), attributes)

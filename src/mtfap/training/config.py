@@ -46,15 +46,20 @@ class TrainConfig:
         optimizer : ``sgd`` (with ``momentum``) or ``adamw`` for the backbone and the heads.
         lr, weight_decay : peak learning rate; weight decay on the backbone only (the heads are
             regularised by Omega(W)).
+        head_lr_scale : the heads learn at ``head_lr_scale * lr`` (new heads on a pretrained
+            backbone usually want a larger step than the backbone).
         schedule : ``cosine`` (to 0), ``step`` (times ``step_gamma`` every ``step_epochs``) or
             ``none``, after a linear warm-up of ``warmup_epochs``.
         grad_clip_norm : clip the global gradient norm (None = no clipping).
         epochs, batch_size : ``batch_size`` is the global batch, split over processes.
         freeze_backbone_epochs : train only the heads for this many first epochs.
         max_steps : stop after this many optimiser steps (smoke tests); None = all epochs.
+        augmentation : settings of ``mtfap.data.pipeline.Augmentation`` (``flip_prob``,
+            ``scale``, ``max_shift``, ``brightness``, ``contrast``); empty = its defaults.
     Execution
         seed, device (``auto``/``cpu``/``cuda``), amp (``auto`` = bf16 autocast on GPUs,
-        ``bf16``, ``off``), flip_test (average the logits of each image and its mirror at
+        ``bf16``, ``off``), channels_last (NHWC memory layout for the backbone: faster
+        convolutions on CPUs and GPUs, same results up to rounding), flip_test (average the logits of each image and its mirror at
         evaluation), output_dir, progress (show progress bars).
     """
 
@@ -73,6 +78,7 @@ class TrainConfig:
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 5e-4
+    head_lr_scale: float = 1.0
     schedule: Literal["cosine", "step", "none"] = "cosine"
     step_epochs: int = 10
     step_gamma: float = 0.1
@@ -82,10 +88,12 @@ class TrainConfig:
     batch_size: int = 64
     freeze_backbone_epochs: int = 0
     max_steps: int | None = None
+    augmentation: dict = field(default_factory=dict)
 
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: Literal["auto", "bf16", "off"] = "auto"
+    channels_last: bool = True
     flip_test: bool = False
     output_dir: str = "runs/mtfap"
     progress: bool = True
@@ -93,7 +101,7 @@ class TrainConfig:
     def __post_init__(self):
         for f in fields(self):
             setattr(self, f.name, _coerce(f.name, getattr(self, f.name), _HINTS[f.name]))
-        positive = ("lr", "epochs", "batch_size", "step_epochs")
+        positive = ("lr", "epochs", "batch_size", "step_epochs", "head_lr_scale")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"config {name} must be > 0, got {getattr(self, name)!r}")
@@ -101,6 +109,13 @@ class TrainConfig:
                      "freeze_backbone_epochs"):
             if getattr(self, name) < 0:
                 raise ValueError(f"config {name} must be >= 0, got {getattr(self, name)!r}")
+        from mtfap.data.pipeline import Augmentation
+        try:
+            Augmentation(**{k: tuple(v) if isinstance(v, list) else v
+                            for k, v in self.augmentation.items()})
+        except TypeError as err:
+            raise ValueError(f"config augmentation: {err}; known settings are flip_prob, scale, "
+                             "max_shift, brightness, contrast") from None
         if self.max_steps is not None and self.max_steps <= 0:
             raise ValueError(f"config max_steps must be > 0 or None, got {self.max_steps!r}")
 

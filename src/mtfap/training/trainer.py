@@ -102,9 +102,12 @@ def learning_rate(config: TrainConfig, step: int, steps_per_epoch: int) -> float
 
 
 def make_optimizer(config: TrainConfig, model: AttributeModel) -> torch.optim.Optimizer:
-    """SGD or AdamW; weight decay on the backbone only (Omega regularises the heads)."""
-    groups = [{"params": list(model.backbone.parameters()), "weight_decay": config.weight_decay},
-              {"params": list(model.heads.parameters()), "weight_decay": 0.0}]
+    """SGD or AdamW; weight decay on the backbone only (Omega regularises the heads), and the
+    heads' learning rate ``head_lr_scale`` times the backbone's (``lr_scale`` of each group)."""
+    groups = [{"params": list(model.backbone.parameters()), "weight_decay": config.weight_decay,
+               "lr_scale": 1.0},
+              {"params": list(model.heads.parameters()), "weight_decay": 0.0,
+               "lr_scale": config.head_lr_scale}]
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
     return torch.optim.AdamW(groups, lr=config.lr)
@@ -144,10 +147,12 @@ def load_dataset(config: TrainConfig, dataset=None):
     return dataset
 
 
-def batch_tensors(batch, device: torch.device):
+def batch_tensors(batch, device: torch.device, channels_last: bool = False):
     """(images, labels, mask, index) of a pipeline ``Batch``, the tensors on ``device``."""
-    return (batch.images.to(device, non_blocking=True), batch.labels.to(device),
-            batch.mask.to(device), batch.index)
+    images = batch.images.to(device, non_blocking=True)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images, batch.labels.to(device), batch.mask.to(device), batch.index
 
 
 @torch.no_grad()
@@ -161,7 +166,7 @@ def predict(model: AttributeModel, loader, config: TrainConfig, device: torch.de
     scores, labels, mask = [np.zeros((0, k), np.float32)], [np.zeros((0, k), np.float32)], \
         [np.zeros((0, k), bool)]  # a rank's shard of a tiny split may be empty
     for batch in tqdm(loader, desc="eval", leave=False, disable=not config.progress):
-        images = batch.images.to(device, non_blocking=True)
+        images = batch_tensors(batch, device, config.channels_last)[0]
         with autocast_context(config, device):
             logits = model(images).float()
             if config.flip_test:
@@ -185,10 +190,35 @@ def evaluate(model: AttributeModel, loader, config: TrainConfig, context) -> dic
             "mean_balanced_accuracy": result.mean_balanced_accuracy}
 
 
+def plot_history(history: list[dict], path: Path) -> None:
+    """The epoch curve: training loss and validation mean (balanced) accuracy per epoch."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mtfap.evaluation.reports import save_figure
+    frame = pd.DataFrame(history)
+    fig, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(9, 3.2))
+    loss_axis.plot(frame["epoch"], frame["train_loss"], "o-")
+    loss_axis.set(xlabel="epoch", ylabel="training loss (BCE + penalty)")
+    for column, label in (("val_mean_accuracy", "mean accuracy"),
+                          ("val_mean_balanced_accuracy", "mean balanced accuracy")):
+        accuracy_axis.plot(frame["epoch"], 100 * frame[column], "o-", label=label)
+    accuracy_axis.set(xlabel="epoch", ylabel="validation (%)")
+    accuracy_axis.legend(loc="lower right", fontsize="small")
+    for axis in (loss_axis, accuracy_axis):
+        axis.grid(alpha=0.3)
+        axis.xaxis.get_major_locator().set_params(integer=True)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
 def write_metrics(output_dir: Path, history: list[dict]) -> None:
-    """metrics.csv and metrics.json, one row per finished epoch (rewritten atomically)."""
+    """metrics.csv, metrics.json and the curve metrics.png, one row / point per finished epoch
+    (rewritten atomically)."""
     write_json(output_dir / "metrics.json", history)
     atomic_write_text(output_dir / "metrics.csv", pd.DataFrame(history).to_csv(index=False))
+    plot_history(history, output_dir / "metrics.png")
 
 
 class SkipFirst(torch.utils.data.Sampler):
@@ -226,7 +256,7 @@ def train_step(model: AttributeModel, ddp_model: nn.Module, optimizer: torch.opt
     before any weight changes when the loss is not finite.
     """
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group["lr_scale"]
     # Known labels of the global batch; each rank's share is scaled so that DDP's average of
     # the rank gradients is the gradient of the global masked mean.
     known = distributed.all_reduce_sum(mask.sum().float(), context).clamp_min(1.0)
@@ -242,7 +272,8 @@ def train_step(model: AttributeModel, ddp_model: nn.Module, optimizer: torch.opt
     if config.grad_clip_norm is not None:
         nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip_norm)
     optimizer.step()
-    model.heads.solver_step(lr)  # the non-smooth part of Omega (Algorithms 1-2 or proximal)
+    # The non-smooth part of Omega (Algorithms 1-2 or the proximal operators), at the heads' lr.
+    model.heads.solver_step(lr * config.head_lr_scale)
     distributed.broadcast_module_state(model.heads, context)
     return data_loss.detach(), penalty.detach()
 
@@ -263,7 +294,7 @@ def train(config: TrainConfig, *, dataset=None, backbone: nn.Module | None = Non
     -------
     TrainResult with the output folder, the per-epoch metrics and the best epoch.
     """
-    from mtfap.data.pipeline import FaceImageDataset, build_cache, make_loader
+    from mtfap.data.pipeline import Augmentation, FaceImageDataset, build_cache, make_loader
 
     context = distributed.setup(config.device)
     output_dir = Path(config.output_dir)
@@ -278,6 +309,8 @@ def train(config: TrainConfig, *, dataset=None, backbone: nn.Module | None = Non
     dataset = load_dataset(config, dataset)
     train_set, val_set = dataset.get_split("train"), dataset.get_split("val")
     model = build_model(config, list(dataset.attributes), backbone).to(context.device)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     has_batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
     if context.enabled and has_batch_norm:
         if context.device.type == "cuda":
@@ -298,6 +331,8 @@ def train(config: TrainConfig, *, dataset=None, backbone: nn.Module | None = Non
                              num_workers=config.num_workers,
                              pin_memory=on_gpu) if len(val_shard) else []
     optimizer = make_optimizer(config, model)
+    augmentation = Augmentation(**{k: tuple(v) if isinstance(v, list) else v
+                                   for k, v in config.augmentation.items()})
     per_rank_batch = config.batch_size // context.world_size
     if per_rank_batch * context.world_size != config.batch_size:
         raise ValueError(f"--batch-size {config.batch_size} must be divisible by the number of "
@@ -340,7 +375,8 @@ def train(config: TrainConfig, *, dataset=None, backbone: nn.Module | None = Non
         sampler.set_epoch(epoch)
         loader = make_loader(train_images, spec, train=True, batch_size=per_rank_batch,
                              sampler=SkipFirst(sampler, batch_in_epoch * per_rank_batch),
-                             seed=config.seed, num_workers=config.num_workers, pin_memory=on_gpu)
+                             seed=config.seed, num_workers=config.num_workers, pin_memory=on_gpu,
+                             augmentation=augmentation)
         loader.set_epoch(epoch)  # augmentation draws depend on (seed, epoch, image) only
         # The loader draws its workers' base seed from the global generator; keep that draw off
         # the training stream so that a run resumed inside an epoch draws what the original drew.
@@ -351,7 +387,8 @@ def train(config: TrainConfig, *, dataset=None, backbone: nn.Module | None = Non
         if frozen:
             model.backbone.eval()  # frozen: no gradient and no batch-norm statistics updates
         epoch_loss, epoch_penalty, epoch_images, started = 0.0, 0.0, 0, time.perf_counter()
-        for images, labels, mask, index in (batch_tensors(b, context.device) for b in batches):
+        for images, labels, mask, index in (batch_tensors(b, context.device, config.channels_last)
+                                            for b in batches):
             lr = learning_rate(config, step, steps_per_epoch)
             try:
                 data_loss, penalty = train_step(model, ddp_model, optimizer, images, labels, mask,

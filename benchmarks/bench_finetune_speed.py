@@ -1,0 +1,101 @@
+"""Fine-tuning speed of dlib's face ResNet: affine layers kept or fused, NCHW or channels-last.
+
+One training step (forward, mean-square loss on the GAP features, backward, AdamW step) on a
+batch of random 150x150 images, for four variants of the same pretrained network:
+
+- ``plain``: the network as read from dlib's file (convolution, then a per-channel affine);
+- ``fused``: ``fuse_affine=True`` (the affine layers folded into the convolutions);
+- ``channels_last``: the plain network and its input in NHWC layout;
+- ``fused+channels_last``: both.
+
+The variants are timed in interleaved rounds (one step of each per round, in a rotating order)
+so that drifts of a shared machine hit them alike; the table gives the median images/s over the
+rounds and the ratio to ``plain``. The features of the variants are checked to agree first.
+
+    python benchmarks/bench_finetune_speed.py --rounds 6 --out bench_finetune_speed.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+
+import torch
+
+from mtfap.backbones import create_backbone
+
+
+def variants():
+    plain = create_backbone("dlib_face_resnet", pretrained=True)
+    fused = create_backbone("dlib_face_resnet", pretrained=True, fuse_affine=True)
+    return {
+        "plain": (plain, False),
+        "fused": (fused, False),
+        "channels_last": (create_backbone("dlib_face_resnet", pretrained=True)
+                          .to(memory_format=torch.channels_last), True),
+        "fused+channels_last": (create_backbone("dlib_face_resnet", pretrained=True,
+                                                fuse_affine=True)
+                                .to(memory_format=torch.channels_last), True),
+    }
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=6, help="timed rounds (default: 6)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", help="write the results as JSON here")
+    args = parser.parse_args(argv)
+
+    torch.manual_seed(args.seed)
+    x = torch.randn(args.batch_size, 3, 150, 150)
+    models = variants()
+    with torch.no_grad():
+        reference = models["plain"][0].eval()(x)
+        for name, (model, channels_last) in models.items():
+            inputs = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+            error = (model.eval()(inputs) - reference).abs().max().item()
+            if error > 1e-3 * reference.abs().max().item():
+                raise SystemExit(f"{name}: features differ from plain by {error}")
+    steps = {}
+    for name, (model, channels_last) in models.items():
+        model.train()
+        inputs = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+
+        def step(model=model, inputs=inputs, optimizer=optimizer):
+            loss = model(inputs).square().mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        step()  # warm-up
+        steps[name] = step
+    names, seconds = list(steps), {name: [] for name in steps}
+    for round_index in range(args.rounds):
+        for name in names[round_index % len(names):] + names[:round_index % len(names)]:
+            started = time.perf_counter()
+            steps[name]()
+            seconds[name].append(time.perf_counter() - started)
+    speed = {name: args.batch_size / statistics.median(s) for name, s in seconds.items()}
+    print(f"dlib_face_resnet training step, batch {args.batch_size}, 150 px, median of "
+          f"{args.rounds} interleaved rounds, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads")
+    print(f"{'variant':<22} {'images/s':>9} {'vs plain':>9}")
+    for name in names:
+        print(f"{name:<22} {speed[name]:>9.1f} {speed[name] / speed['plain']:>8.2f}x")
+    result = {"images_per_second": speed, "batch_size": args.batch_size, "rounds": args.rounds,
+              "torch": torch.__version__, "threads": torch.get_num_threads(),
+              "machine": platform.machine(), "cpus": os.cpu_count(),
+              "load_average": os.getloadavg()}
+    if args.out:
+        with open(args.out, "w") as handle:
+            json.dump(result, handle, indent=2)
+    return result
+
+
+if __name__ == "__main__":
+    main()
