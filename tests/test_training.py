@@ -197,7 +197,8 @@ def test_train_command_merges_file_flags_and_overrides(tmp_path, capsys):
         "epochs: 5\nbatch_size: 4\nlr: 0.5\ndevice: cpu\n")
     run = tmp_path / "run"
     args = ["train", "--config", str(tmp_path / "run.yaml"), "--data", str(tmp_path / "celeba"),
-            "--epochs", "2", "--set", "lr=0.01", "--param", "xi=0.5", "--attributes",
+            "--epochs", "2", "--set", "lr=0.01", "--param", "xi=0.5", "--head-lr-scale", "3",
+            "--set", "backbone_args.widths=[8, 12]", "--attributes",
             "Male,Smiling,Young", "--output-dir", str(run), "--cache-dir", str(tmp_path / "cache"),
             "--no-progress"]
     assert main(args) == 0
@@ -205,6 +206,7 @@ def test_train_command_merges_file_flags_and_overrides(tmp_path, capsys):
     assert (saved["epochs"], saved["lr"], saved["heads"], saved["batch_size"]) == \
         (2, 0.01, "graph", 4)
     assert saved["heads_params"] == {"xi": 0.5}
+    assert saved["head_lr_scale"] == 3.0 and saved["backbone_args"]["widths"] == [8, 12]
     assert saved["attributes"] == ["Male", "Smiling", "Young"]
     assert (run / "last.pt").is_file() and "best epoch" in capsys.readouterr().out
     # --resume of a finished run reads its config.json and has nothing left to do.

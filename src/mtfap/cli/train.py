@@ -29,6 +29,7 @@ _FLAGS = (
     ("--lr", "lr", float, "peak learning rate"),
     ("--momentum", "momentum", float, "SGD momentum"),
     ("--weight-decay", "weight_decay", float, "weight decay of the backbone"),
+    ("--head-lr-scale", "head_lr_scale", float, "the heads learn at this multiple of --lr"),
     ("--schedule", "schedule", str, "learning-rate schedule"),
     ("--warmup-epochs", "warmup_epochs", float, "linear warm-up length in epochs"),
     ("--epochs", "epochs", int, "number of epochs"),
