@@ -59,8 +59,9 @@ class TrainConfig:
     Execution
         seed, device (``auto``/``cpu``/``cuda``), amp (``auto`` = bf16 autocast on GPUs,
         ``bf16``, ``off``), channels_last (NHWC memory layout for the backbone: faster
-        convolutions on CPUs and GPUs, same results up to rounding), flip_test (average the logits of each image and its mirror at
-        evaluation), output_dir, progress (show progress bars).
+        convolutions on CPUs and GPUs, same results up to rounding), flip_test (average the
+        logits of each image and its mirror at evaluation), output_dir, progress (show
+        progress bars).
     """
 
     data: str = ""
@@ -109,15 +110,19 @@ class TrainConfig:
                      "freeze_backbone_epochs"):
             if getattr(self, name) < 0:
                 raise ValueError(f"config {name} must be >= 0, got {getattr(self, name)!r}")
-        from mtfap.data.pipeline import Augmentation
         try:
-            Augmentation(**{k: tuple(v) if isinstance(v, list) else v
-                            for k, v in self.augmentation.items()})
+            self.make_augmentation()
         except TypeError as err:
             raise ValueError(f"config augmentation: {err}; known settings are flip_prob, scale, "
                              "max_shift, brightness, contrast") from None
         if self.max_steps is not None and self.max_steps <= 0:
             raise ValueError(f"config max_steps must be > 0 or None, got {self.max_steps!r}")
+
+    def make_augmentation(self):
+        """The training ``Augmentation`` of ``augmentation`` (lists read as tuples)."""
+        from mtfap.data.pipeline import Augmentation
+        return Augmentation(**{k: tuple(v) if isinstance(v, list) else v
+                               for k, v in self.augmentation.items()})
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -192,8 +192,6 @@ def evaluate(model: AttributeModel, loader, config: TrainConfig, context) -> dic
 
 def plot_history(history: list[dict], path: Path) -> None:
     """The epoch curve: training loss and validation mean (balanced) accuracy per epoch."""
-    import matplotlib
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from mtfap.evaluation.reports import save_figure
@@ -294,7 +292,7 @@ def train(config: TrainConfig, *, dataset=None, backbone: nn.Module | None = Non
     -------
     TrainResult with the output folder, the per-epoch metrics and the best epoch.
     """
-    from mtfap.data.pipeline import Augmentation, FaceImageDataset, build_cache, make_loader
+    from mtfap.data.pipeline import FaceImageDataset, build_cache, make_loader
 
     context = distributed.setup(config.device)
     output_dir = Path(config.output_dir)
@@ -331,8 +329,7 @@ def train(config: TrainConfig, *, dataset=None, backbone: nn.Module | None = Non
                              num_workers=config.num_workers,
                              pin_memory=on_gpu) if len(val_shard) else []
     optimizer = make_optimizer(config, model)
-    augmentation = Augmentation(**{k: tuple(v) if isinstance(v, list) else v
-                                   for k, v in config.augmentation.items()})
+    augmentation = config.make_augmentation()
     per_rank_batch = config.batch_size // context.world_size
     if per_rank_batch * context.world_size != config.batch_size:
         raise ValueError(f"--batch-size {config.batch_size} must be divisible by the number of "
