@@ -128,6 +128,22 @@ def test_cache_is_rebuilt_when_the_source_changes(tmp_path):
     assert len(_entries(cache_folder(changed, tmp_path / "cache"))) == 2
 
 
+def test_cache_of_a_folder_is_rebuilt_when_an_image_is_overwritten_in_place(tmp_path):
+    folder = tmp_path / "images"
+    keys = _write_images(folder, seed=0)
+    dataset = _dataset(folder, keys)
+    first = np.array(build_cache(dataset, SPEC, tmp_path / "cache", progress=False).array)
+    folder_time = folder.stat().st_mtime_ns
+    time.sleep(0.01)
+    _write_images(folder, seed=1)  # same names, new pixels: the folder's own time stays
+    assert folder.stat().st_mtime_ns == folder_time
+    assert find_cache(dataset, SPEC, tmp_path / "cache") is None
+    second = build_cache(dataset, SPEC, tmp_path / "cache", progress=False)
+    direct = np.stack([preprocess(dataset.source.load(k), SPEC) for k in keys])
+    np.testing.assert_array_equal(second.array[second.rows(keys)], direct)
+    assert not np.array_equal(np.array(second.array), first)
+
+
 def test_failed_build_leaves_no_cache(toy, tmp_path, monkeypatch):
     real_load, calls = ImageSource.load, []
 

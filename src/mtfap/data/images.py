@@ -88,9 +88,22 @@ class ImageSource:
                                  "--skip-bad-images to skip it with a warning") from None
 
     def fingerprint(self) -> str:
-        """Changes when the source changes (path, size, mtime): the cache key of decoded images."""
-        st = self.root.stat()
-        return hashlib.sha1(f"{self.root.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
+        """Changes when the source changes: the cache key of decoded images.
+
+        A zip: its path, size and modification time. A folder: its path and the relative path,
+        size and modification time of every image below it (a folder's own time changes only
+        when entries are added or removed, not when an image is overwritten in place). Listing
+        a folder of 50,000 images this way takes well under a second.
+        """
+        digest = hashlib.sha1(str(self.root.resolve()).encode())
+        if self.is_zip:
+            st = self.root.stat()
+            digest.update(f"|{st.st_size}|{st.st_mtime_ns}".encode())
+        else:
+            for key in self.keys():
+                st = (self.root / key).stat()
+                digest.update(f"|{key}|{st.st_size}|{st.st_mtime_ns}".encode())
+        return digest.hexdigest()[:16]
 
     def __repr__(self) -> str:
         return f"ImageSource({str(self.root)!r})"
