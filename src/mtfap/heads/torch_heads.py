@@ -78,10 +78,12 @@ class FeatureStandardizer(nn.Module):
 
     @torch.no_grad()
     def update(self, features: torch.Tensor) -> None:
-        done = int(self.updates)
-        weight = 1.0 / (done + 1) if done < self.warmup_batches else self.momentum
-        if weight == 0:
-            return
+        # The weight of this batch is computed on the device, without reading ``updates`` back
+        # to the host (which would stall a GPU every step); a zero weight leaves the statistics
+        # exactly as they were.
+        done = self.updates.double()
+        weight = torch.where(done < self.warmup_batches, 1.0 / (done + 1),
+                             done.new_tensor(self.momentum))
         x = features.detach().double()
         moments = torch.cat([x.sum(0), (x * x).sum(0), x.new_tensor([len(x)])])
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
@@ -91,8 +93,9 @@ class FeatureStandardizer(nn.Module):
         mean = moments[:d] / count
         var = (moments[d:2 * d] / count - mean * mean).clamp_min(0.0)
         self.updates += 1
-        self.mean.lerp_(mean.to(self.mean.dtype), weight)
-        self.var.lerp_(var.to(self.var.dtype), weight)
+        for buffer, value in ((self.mean, mean), (self.var, var)):
+            moved = buffer.double().lerp(value, weight)
+            buffer.copy_(torch.where(weight > 0, moved, buffer.double()))
 
     def scale(self) -> torch.Tensor:
         return torch.sqrt(self.var + self.eps)
