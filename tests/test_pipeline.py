@@ -11,6 +11,7 @@ import zipfile
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data.distributed import DistributedSampler
 
@@ -19,7 +20,7 @@ from mtfap.data.dataset import FaceDataset
 from mtfap.data.errors import DataError
 from mtfap.data.images import ImageSource
 from mtfap.data.pipeline import (Augmentation, FaceImageDataset, build_cache, cache_folder,
-                                 find_cache, make_loader, normalize, preprocess)
+                                 centre_zoom, find_cache, make_loader, normalize, preprocess)
 
 SPEC = InputSpec(size=(16, 16), crop=0.9)
 N_IMAGES = 12
@@ -257,6 +258,19 @@ def test_flip_flips_and_the_identity_settings_change_nothing():
     assert torch.equal(none(images, [0, 1, 2], seed=0, epoch=0), images)
     with pytest.raises(ValueError, match="scale"):
         Augmentation(scale=(0.9, 1.2))
+
+
+def test_centre_zoom_resamples_the_centre_square():
+    images = torch.rand(2, 3, 20, 20, generator=torch.Generator().manual_seed(0))
+    assert centre_zoom(images, 1.0) is images
+    # Side 0.5: pixels 5..14 upsampled to 20 x 20; F.interpolate clamps at the crop's border
+    # where the zoom reads the neighbouring pixels, so the border rows and columns differ.
+    by_hand = F.interpolate(images[..., 5:15, 5:15], size=(20, 20), mode="bilinear",
+                            align_corners=False)
+    torch.testing.assert_close(centre_zoom(images, 0.5)[..., 1:-1, 1:-1],
+                               by_hand[..., 1:-1, 1:-1], atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="zoom side"):
+        centre_zoom(images, 1.5)
 
 
 def test_augmentation_is_seeded_per_image(toy, tmp_path):

@@ -177,6 +177,20 @@ class Augmentation:
         return torch.addcmul(offset, x, (b * c).view(-1, 1, 1, 1)).clamp_(0.0, 1.0)
 
 
+def centre_zoom(images: torch.Tensor, side: float) -> torch.Tensor:
+    """The centre square of ``side`` (a fraction of the image side) of each image (N, C, H, W),
+    resampled bilinearly to the full size: the test-time view that matches a training crop of
+    that side (``Augmentation.scale``). ``side = 1`` returns the images unchanged."""
+    if not 0 < side <= 1:
+        raise ValueError(f"zoom side must be in (0, 1], got {side!r}")
+    if side == 1:
+        return images
+    theta = images.new_tensor([[side, 0.0, 0.0], [0.0, side, 0.0]]).expand(len(images), 2, 3)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection",
+                         align_corners=False)
+
+
 # --------------------------------------------------------------------------------------------
 # The decoded-image cache
 # --------------------------------------------------------------------------------------------

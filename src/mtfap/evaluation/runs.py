@@ -76,12 +76,18 @@ class Run:
         return self.info.get("meta", {}).get("features_meta", {})
 
     def predict_split(self, split: str, data=None, features=None, batch_size: int = 64,
-                      device: str = "cpu", progress: bool = True):
+                      device: str = "cpu", progress: bool = True, scales=None):
         """Scores of the images of ``split``: (scores, labels, mask, identities), row-aligned.
 
         data : dataset path for a train run (default: the one it was trained on).
         features : features file for a heads run (default: the one it was fitted on).
+        scales : train runs: average the logits over these centre zooms (sides as fractions of
+            the image, ``trainer.predict``); default: the image as it is. The run's own
+            ``flip_test`` adds the mirror of each view.
         """
+        if self.kind == "heads" and scales is not None:
+            raise ValueError("test-time zooms need images: a fit-heads run reads features "
+                             "that were computed once per image")
         if self.kind == "heads":
             from mtfap.data.features import FeatureSet
             if data is not None:
@@ -108,7 +114,8 @@ class Run:
         self.model.to(device)
         loader = make_loader(part, self.model.backbone.input_spec, train=False,
                              batch_size=batch_size, cache_dir=config.cache_dir)
-        scores, labels, mask = predict(self.model, loader, config, torch.device(device))
+        scores, labels, mask = predict(self.model, loader, config, torch.device(device),
+                                       scales=tuple(scales) if scales else (1.0,))
         return scores, labels.astype(np.uint8), mask, part.identities
 
 

@@ -20,10 +20,10 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -156,21 +156,33 @@ def batch_tensors(batch, device: torch.device, channels_last: bool = False):
 
 
 @torch.no_grad()
-def predict(model: AttributeModel, loader, config: TrainConfig, device: torch.device):
+def predict(model: AttributeModel, loader, config: TrainConfig, device: torch.device,
+            scales: Sequence[float] = (1.0,)):
     """Sigmoid scores (n, k) with the labels and mask of the images, in loader order.
 
-    ``flip_test`` averages the logits of each image and of its mirror image.
+    The logits are averaged over the views of each image: its centre zooms to the sides
+    ``scales`` (fractions of the image side, ``data.pipeline.centre_zoom``; 1 = the image as
+    it is) and, with ``config.flip_test``, their mirror images too.
     """
+    from mtfap.data.pipeline import centre_zoom
+    if not scales:
+        raise ValueError("scales must name at least one zoom side, e.g. (1.0,)")
     model.eval()
     k = len(model.heads.attributes)
     scores, labels, mask = [np.zeros((0, k), np.float32)], [np.zeros((0, k), np.float32)], \
         [np.zeros((0, k), bool)]  # a rank's shard of a tiny split may be empty
     for batch in tqdm(loader, desc="eval", leave=False, disable=not config.progress):
         images = batch_tensors(batch, device, config.channels_last)[0]
-        with autocast_context(config, device):
-            logits = model(images).float()
-            if config.flip_test:
-                logits = (logits + model(images.flip(-1)).float()) / 2
+        logits = 0.0
+        for side in scales:
+            view = centre_zoom(images, side)
+            if config.channels_last:
+                view = view.contiguous(memory_format=torch.channels_last)
+            with autocast_context(config, device):
+                logits = logits + model(view).float()
+                if config.flip_test:
+                    logits = logits + model(view.flip(-1)).float()
+        logits = logits / (len(scales) * (2 if config.flip_test else 1))
         scores.append(torch.sigmoid(logits).cpu().numpy())
         labels.append(batch.labels.numpy())
         mask.append(batch.mask.numpy())
