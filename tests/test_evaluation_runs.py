@@ -125,6 +125,51 @@ def test_train_run_evaluate_graph_and_cam(train_run, tmp_path, capsys):
     assert (tmp_path / "cam" / "cam_face.png").is_file()
 
 
+def test_test_time_zooms_average_the_logits_of_the_views(train_run, tmp_path, capsys):
+    from mtfap.data.pipeline import centre_zoom
+    opened = open_run(train_run)
+    plain = opened.predict_split("val", progress=False)[0]
+    assert np.array_equal(opened.predict_split("val", progress=False, scales=[1.0])[0], plain)
+    zoomed = opened.predict_split("val", progress=False, scales=[1.0, 0.8])[0]
+    # By hand: the model's logits on the zoomed images, averaged with the plain ones.
+    from dataclasses import replace
+
+    from mtfap.data.pipeline import make_loader
+    from mtfap.training.config import config_from_dict
+    from mtfap.training.trainer import load_dataset
+    config = replace(config_from_dict(opened.info), progress=False)
+    loader = make_loader(load_dataset(config).get_split("val"),
+                         opened.model.backbone.input_spec, train=False, batch_size=64,
+                         cache_dir=config.cache_dir)
+    with torch.no_grad():
+        logits = torch.cat([(opened.model(b.images) + opened.model(centre_zoom(b.images, 0.8)))
+                            / 2 for b in loader])
+    np.testing.assert_allclose(zoomed, torch.sigmoid(logits).numpy(), atol=1e-5)
+    assert not np.allclose(zoomed, plain, atol=1e-5)
+    assert main(["evaluate", str(train_run), "--split", "val", "--test-scales", "1,0.8",
+                 "--bootstrap", "0", "--out", str(tmp_path / "zoom"), "--no-progress"]) == 0
+    assert "views: zooms 1, 0.8;" in capsys.readouterr().out
+    saved = json.loads((tmp_path / "zoom" / "metrics.json").read_text())
+    assert saved["meta"]["test_scales"] == [1.0, 0.8]
+
+
+def test_several_runs_are_evaluated_as_an_ensemble_of_their_probabilities(
+        train_run, heads_run, tmp_path, capsys):
+    out = tmp_path / "ensemble"
+    assert main(["evaluate", str(train_run), str(heads_run / "run"), "--bootstrap", "0",
+                 "--out", str(out), "--no-progress"]) == 0
+    assert "ensemble of 2 train runs" in capsys.readouterr().out
+    saved = json.loads((out / "metrics.json").read_text())
+    parts = [open_run(path).predict_split("test", progress=False)
+             for path in (train_run, heads_run / "run")]
+    scores = (parts[0][0] + parts[1][0]) / 2
+    direct = evaluate_predictions(scores, parts[0][1], parts[0][2], n_bootstrap=0)
+    assert saved["mean_accuracy"] == pytest.approx(100 * direct.mean_accuracy, abs=1e-3)
+    assert saved["meta"]["runs"] == [str(train_run), str(heads_run / "run")]
+    alone = [evaluate_predictions(p[0], p[1], p[2], n_bootstrap=0).mean_accuracy for p in parts]
+    assert any(abs(100 * a - saved["mean_accuracy"]) > 1e-3 for a in alone)
+
+
 def test_bad_runs_and_arguments(heads_run, celeba, tmp_path, capsys):
     assert main(["evaluate", str(tmp_path)]) == 2
     assert "not a run folder" in capsys.readouterr().err
@@ -132,6 +177,11 @@ def test_bad_runs_and_arguments(heads_run, celeba, tmp_path, capsys):
     assert "Did you mean 'Smiling'" in capsys.readouterr().err
     assert main(["evaluate", str(heads_run / "run"), "--data", str(tmp_path)]) == 2
     assert "give --features" in capsys.readouterr().err
+    assert main(["evaluate", str(heads_run / "run"), "--test-scales", "1,0.9"]) == 2
+    assert "test-time zooms need images" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["evaluate", str(heads_run / "run"), "--test-scales", "1,1.2"])
+    assert "--test-scales: '1,1.2': give zoom sides in (0, 1]" in capsys.readouterr().err
     assert main(["fit-heads", str(heads_run / "features.npz"), "--method", "independent",
                  "--out", str(tmp_path / "ind"), "--bootstrap", "0"]) == 0
     assert main(["graph", str(tmp_path / "ind")]) == 2

@@ -7,7 +7,8 @@ metrics.json / .csv / .md into --out; with --compare paper the table sits beside
 columns of the paper's Table 1 (CelebA) or Table 2 (LFWA).
 
 RUN is a folder from `mtfap train` (predictions from the images) or from `mtfap fit-heads`
-(predictions from the features file it was fitted on, or --features).
+(predictions from the features file it was fitted on, or --features). Several RUNs are
+evaluated as one ensemble: the mean of their predicted probabilities.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ def add_parser(subparsers) -> None:
         "evaluate", help="per-attribute accuracy of a run with bootstrap intervals",
         description=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("run", type=Path, help="run folder (mtfap train or mtfap fit-heads)")
+    parser.add_argument("run", type=Path, nargs="+",
+                        help="run folder (mtfap train or mtfap fit-heads); several: their "
+                             "ensemble (mean probability)")
     parser.add_argument("--data", help="dataset path for a train run (default: its own)")
     parser.add_argument("--features", type=Path,
                         help="features .npz for a fit-heads run (default: its own)")
@@ -29,6 +32,11 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--thresholds", choices=("0.5", "val"), default="0.5",
                         help="decision thresholds: 0.5, or tuned per attribute on the "
                              "validation split (maximum accuracy)")
+    parser.add_argument("--test-scales", type=_scales, metavar="S[,S...]",
+                        help="train runs: average the logits over centre zooms of these sides "
+                             "(fractions of the image, e.g. 1,0.9; with the run's flip_test "
+                             "their mirrors too); choose them with --split val (default: the "
+                             "image as it is)")
     parser.add_argument("--compare", choices=("none", "paper"), default="none",
                         help="paper: put the table beside the paper's published columns")
     parser.add_argument("--paper-table", choices=("celeba", "lfwa"), default="celeba",
@@ -39,9 +47,22 @@ def add_parser(subparsers) -> None:
                         help="train runs: best validation epoch or the last one")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default="cpu", help="cpu or cuda (train runs)")
-    parser.add_argument("--out", type=Path, help="output folder (default: RUN/eval-SPLIT)")
+    parser.add_argument("--out", type=Path,
+                        help="output folder (default: RUN/eval-SPLIT; for an ensemble "
+                             "FIRST_RUN/eval-SPLIT-ensemble)")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     parser.set_defaults(func=run)
+
+
+def _scales(text: str) -> tuple[float, ...]:
+    try:
+        sides = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        sides = ()
+    if not sides or not all(0 < side <= 1 for side in sides):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give zoom sides in (0, 1] separated by commas, e.g. 1,0.9")
+    return sides
 
 
 def run(args) -> int:
@@ -54,28 +75,49 @@ def run(args) -> int:
 
     if args.bootstrap < 0:
         raise ValueError(f"--bootstrap must be >= 0, got {args.bootstrap}")
-    opened = open_run(args.run, args.checkpoint)
+    runs = [open_run(path, args.checkpoint) for path in args.run]
+    opened = runs[0]
+    for path, other in zip(args.run[1:], runs[1:]):
+        if other.attributes != opened.attributes:
+            raise ValueError(f"{path}: its attributes differ from those of {args.run[0]}; an "
+                             "ensemble needs runs of the same attributes")
     source = dict(data=args.data, features=args.features, batch_size=args.batch_size,
-                  device=args.device, progress=args.progress)
-    scores, labels, mask, identities = opened.predict_split(args.split, **source)
+                  device=args.device, progress=args.progress, scales=args.test_scales)
+
+    def predict(split):
+        """The (ensemble) scores of ``split`` with its labels, mask and identities."""
+        parts = [r.predict_split(split, **source) for r in runs]
+        scores, labels, mask, identities = parts[0]
+        for path, (_, other_labels, other_mask, _) in zip(args.run[1:], parts[1:]):
+            if not (np.array_equal(other_labels, labels) and np.array_equal(other_mask, mask)):
+                raise ValueError(f"{path}: its {split} split holds other images or labels than "
+                                 f"that of {args.run[0]}; an ensemble needs the same data")
+        return np.mean([part[0] for part in parts], axis=0), labels, mask, identities
+
+    scores, labels, mask, identities = predict(args.split)
     if len(scores) == 0:
         raise ValueError(f"split {args.split!r} has no images")
     thresholds = 0.5
     if args.thresholds == "val":
-        val_scores, val_labels, val_mask, _ = opened.predict_split("val", **source)
+        val_scores, val_labels, val_mask, _ = predict("val")
         thresholds = tune_thresholds(val_scores, val_labels, val_mask)
+    ensemble = len(runs) > 1
     result = evaluate_predictions(
         scores, labels, mask, opened.attributes, identities, thresholds,
         n_bootstrap=args.bootstrap, seed=args.seed,
-        meta={"run": str(args.run), "kind": opened.kind, "method": opened.method,
-              "split": args.split, "thresholds": args.thresholds})
-    out = args.out or args.run / f"eval-{args.split}"
+        meta={"run": str(args.run[0]), "runs": [str(path) for path in args.run],
+              "kind": opened.kind, "method": opened.method,
+              "split": args.split, "thresholds": args.thresholds,
+              "test_scales": list(args.test_scales or (1.0,))})
+    out = args.out or args.run[0] / f"eval-{args.split}{'-ensemble' if ensemble else ''}"
     frame = result.to_frame()
-    write_table(out / "metrics", frame, title=f"{args.run} on {args.split}",
+    name = " + ".join(map(str, args.run))
+    write_table(out / "metrics", frame, title=f"{name} on {args.split}",
                 extra={**result.summary(), "meta": result.meta})
     print(text_table(frame.drop(columns=["threshold"] if args.thresholds == "0.5" else [])))
     if args.compare == "paper":
-        table = comparison_table({f"this run ({opened.method})": result}, args.paper_table)
+        label = f"ensemble of {len(runs)} runs" if ensemble else "this run"
+        table = comparison_table({f"{label} ({opened.method})": result}, args.paper_table)
         write_table(out / "comparison", table,
                     title=f"Accuracy (%) beside the paper's {args.paper_table} table")
         print()
@@ -85,10 +127,13 @@ def run(args) -> int:
     b_low, b_high = summary["mean_balanced_accuracy_ci95"]
     plural = {"identity": "identities", "image": "images"}[summary["bootstrap_unit"]]
     unit = f"{summary['n_bootstrap_units']} {plural} resampled"
-    print(f"\n{opened.kind} run {args.run} ({opened.method}) on {args.split}: {len(scores)} images"
+    what = f"ensemble of {len(runs)} {opened.kind} runs" if ensemble else f"{opened.kind} run"
+    print(f"\n{what} {name} ({opened.method}) on {args.split}: {len(scores)} images"
           f"\nmean accuracy {summary['mean_accuracy']:.2f} % [{low:.2f}, {high:.2f}], "
           f"mean balanced accuracy {summary['mean_balanced_accuracy']:.2f} % "
           f"[{b_low:.2f}, {b_high:.2f}] (95 % bootstrap, {unit})"
           f"\nthresholds: {'tuned on val' if args.thresholds == 'val' else '0.5'}; "
+          f"views: zooms {', '.join(f'{s:g}' for s in args.test_scales or (1.0,))}"
+          f"{' and their mirrors' if opened.info.get('flip_test') else ''}; "
           f"{int(np.sum(mask))} known labels; written to {out}/")
     return 0
