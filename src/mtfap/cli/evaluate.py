@@ -126,14 +126,18 @@ def run(args) -> int:
     low, high = summary["mean_accuracy_ci95"]
     b_low, b_high = summary["mean_balanced_accuracy_ci95"]
     plural = {"identity": "identities", "image": "images"}[summary["bootstrap_unit"]]
-    unit = f"{summary['n_bootstrap_units']} {plural} resampled"
+    if args.bootstrap:
+        interval = f" [{low:.2f}, {high:.2f}]", f" [{b_low:.2f}, {b_high:.2f}]"
+        unit = f" (95 % bootstrap, {summary['n_bootstrap_units']} {plural} resampled)"
+    else:
+        interval, unit = ("", ""), " (no bootstrap intervals: --bootstrap 0)"
     what = f"ensemble of {len(runs)} {opened.kind} runs" if ensemble else f"{opened.kind} run"
+    views = (f"views: zooms {', '.join(f'{s:g}' for s in args.test_scales or (1.0,))}"
+             f"{' and their mirrors' if opened.info.get('flip_test') else ''}; "
+             if opened.kind == "train" else "")
     print(f"\n{what} {name} ({opened.method}) on {args.split}: {len(scores)} images"
-          f"\nmean accuracy {summary['mean_accuracy']:.2f} % [{low:.2f}, {high:.2f}], "
-          f"mean balanced accuracy {summary['mean_balanced_accuracy']:.2f} % "
-          f"[{b_low:.2f}, {b_high:.2f}] (95 % bootstrap, {unit})"
+          f"\nmean accuracy {summary['mean_accuracy']:.2f} %{interval[0]}, "
+          f"mean balanced accuracy {summary['mean_balanced_accuracy']:.2f} %{interval[1]}{unit}"
           f"\nthresholds: {'tuned on val' if args.thresholds == 'val' else '0.5'}; "
-          f"views: zooms {', '.join(f'{s:g}' for s in args.test_scales or (1.0,))}"
-          f"{' and their mirrors' if opened.info.get('flip_test') else ''}; "
-          f"{int(np.sum(mask))} known labels; written to {out}/")
+          f"{views}{int(np.sum(mask))} known labels; written to {out}/")
     return 0
