@@ -75,15 +75,20 @@ class FeatureStandardizer(nn.Module):
         self.register_buffer("mean", torch.zeros(in_features))
         self.register_buffer("var", torch.ones(in_features))
         self.register_buffer("updates", torch.zeros((), dtype=torch.long))
+        self._fixed = False
 
     @torch.no_grad()
     def update(self, features: torch.Tensor) -> None:
-        # The weight of this batch is computed on the device, without reading ``updates`` back
-        # to the host (which would stall a GPU every step); a zero weight leaves the statistics
-        # exactly as they were.
-        done = self.updates.double()
-        weight = torch.where(done < self.warmup_batches, 1.0 / (done + 1),
-                             done.new_tensor(self.momentum))
+        if self._fixed:
+            return
+        # ``updates`` is read back to the host only until the statistics are fixed (the first
+        # ``warmup_batches`` steps): after that a step costs nothing here, not even a GPU sync
+        # or, under DDP, an all-reduce.
+        done = int(self.updates)
+        if done >= self.warmup_batches and self.momentum == 0:
+            self._fixed = True
+            return
+        weight = 1.0 / (done + 1) if done < self.warmup_batches else self.momentum
         x = features.detach().double()
         moments = torch.cat([x.sum(0), (x * x).sum(0), x.new_tensor([len(x)])])
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
@@ -93,9 +98,12 @@ class FeatureStandardizer(nn.Module):
         mean = moments[:d] / count
         var = (moments[d:2 * d] / count - mean * mean).clamp_min(0.0)
         self.updates += 1
-        for buffer, value in ((self.mean, mean), (self.var, var)):
-            moved = buffer.double().lerp(value, weight)
-            buffer.copy_(torch.where(weight > 0, moved, buffer.double()))
+        self.mean.lerp_(mean.to(self.mean.dtype), weight)
+        self.var.lerp_(var.to(self.var.dtype), weight)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._fixed = False  # the loaded counter decides again
+        super()._load_from_state_dict(*args, **kwargs)
 
     def scale(self) -> torch.Tensor:
         return torch.sqrt(self.var + self.eps)
