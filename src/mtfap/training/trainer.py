@@ -172,7 +172,7 @@ def predict(model: AttributeModel, loader, config: TrainConfig, device: torch.de
     scores, labels, mask = [np.zeros((0, k), np.float32)], [np.zeros((0, k), np.float32)], \
         [np.zeros((0, k), bool)]  # a rank's shard of a tiny split may be empty
     for batch in tqdm(loader, desc="eval", leave=False, disable=not config.progress):
-        images = batch_tensors(batch, device, config.channels_last)[0]
+        images = batch_tensors(batch, device)[0]
         logits = 0.0
         for side in scales:
             view = centre_zoom(images, side)
