@@ -156,15 +156,10 @@ class Augmentation:
         if self.scale != (1.0, 1.0) or self.max_shift > 0:
             # Output pixel (x, y) in [-1, 1]^2 samples input (flip s x + t_x, s y + t_y): crop,
             # translation and flip in one bilinear resampling.
-            side = p[:, 1].view(-1, 1, 1)
-            height, width = images.shape[-2:]
-            xs = (torch.arange(width, dtype=images.dtype) * 2 + 1) / width - 1
-            ys = (torch.arange(height, dtype=images.dtype) * 2 + 1) / height - 1
-            grid_x = (flip.view(-1, 1, 1) * side) * xs.view(1, 1, -1) + p[:, 2].view(-1, 1, 1)
-            grid_y = side * ys.view(1, -1, 1) + p[:, 3].view(-1, 1, 1)
-            grid = torch.stack(torch.broadcast_tensors(grid_x, grid_y), dim=-1)
-            x = F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection",
-                              align_corners=False)
+            theta = torch.zeros(len(images), 2, 3, dtype=images.dtype)
+            theta[:, 0, 0], theta[:, 0, 2] = flip * p[:, 1], p[:, 2]
+            theta[:, 1, 1], theta[:, 1, 2] = p[:, 1], p[:, 3]
+            x = _resample(images, theta)
         else:
             x = images.clone()
             flipped = torch.nonzero(flip < 0).flatten()
@@ -186,6 +181,12 @@ def centre_zoom(images: torch.Tensor, side: float) -> torch.Tensor:
     if side == 1:
         return images
     theta = images.new_tensor([[side, 0.0, 0.0], [0.0, side, 0.0]]).expand(len(images), 2, 3)
+    return _resample(images, theta)
+
+
+def _resample(images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Bilinear resampling of ``images`` (N, C, H, W) through the affine maps ``theta`` (N, 2, 3)
+    in grid_sample coordinates (the image spans [-1, 1]; pixel centres, edges reflected)."""
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection",
                          align_corners=False)
