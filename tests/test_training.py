@@ -13,7 +13,7 @@ from mtfap.cli import main
 from mtfap.data.synthetic import load_synthetic
 from mtfap.training.checkpoint import load_checkpoint
 from mtfap.training.config import TrainConfig
-from mtfap.training.trainer import TrainingError, learning_rate, masked_bce, train
+from mtfap.training.trainer import TimeBudget, TrainingError, learning_rate, masked_bce, train
 
 SMALL_CNN = {"input_size": 32, "widths": [8, 16]}
 
@@ -67,6 +67,68 @@ def test_learning_rate_schedules():
     step = TrainConfig(lr=0.1, epochs=4, schedule="step", step_epochs=2, step_gamma=0.5)
     rates = [learning_rate(step, s, 10) for s in (0, 19, 20, 39)]
     assert rates == pytest.approx([0.1, 0.1, 0.05, 0.05])
+
+
+def test_cosine_follows_the_time_budget_when_it_runs_out_first():
+    config = TrainConfig(lr=0.1, epochs=100, time_budget_minutes=1.0)
+    assert learning_rate(config, 5, 10, time_fraction=0.5) == pytest.approx(0.05)
+    assert learning_rate(config, 5, 10, time_fraction=1.0) == pytest.approx(0.0)
+    # The step count decides when the epochs end before the budget.
+    assert learning_rate(replace(config, epochs=1), 5, 10, time_fraction=0.0) == \
+        pytest.approx(0.05)
+    with pytest.raises(ValueError, match="time_budget_minutes must be > 0"):
+        TrainConfig(time_budget_minutes=0)
+
+
+class SimulatedClock:
+    """One simulated second per optimiser step; everything else takes no time."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+    def step(self, _step):
+        self.now += 1.0
+
+
+def test_time_budget_stops_the_run_inside_the_budget_and_resumes(faces, config, tmp_path,
+                                                                 monkeypatch):
+    clock = SimulatedClock()
+    monkeypatch.setattr(TimeBudget, "clock", staticmethod(clock))
+    # 20 simulated seconds = 20 steps; 100 epochs would be far more.
+    config = replace(config, epochs=100, time_budget_minutes=20 / 60)
+    result = train(config, dataset=faces, on_step=clock.step)
+    steps_per_epoch = result.history[0]["step"]
+    # Stopped early: the budget, minus the reserve for the last validation (one step's time per
+    # validation batch before any validation was measured), is what the run used.
+    assert 15 <= result.steps < 20 and len(result.history) < 100
+    last = result.history[-1]
+    assert last["elapsed_minutes"] * 60 == pytest.approx(result.steps)
+    assert last["elapsed_minutes"] <= 20 / 60
+    assert last["complete"] == (result.steps % steps_per_epoch == 0)
+    # The cosine ran on the fraction of the budget: the last step's rate.
+    fraction = (result.steps - 1) / 20
+    assert last["lr"] == pytest.approx(learning_rate(config, result.steps - 1, steps_per_epoch,
+                                                     fraction))
+    assert last["lr"] < 0.1 * config.lr
+    assert load_checkpoint(result.output_dir / "last.pt")["elapsed"] == pytest.approx(result.steps)
+
+    # Killed in epoch 2 and resumed: the elapsed time continues from the checkpoint's, so the
+    # resumed run takes the same steps at the same rates and ends with the same weights.
+    def kill(step):
+        clock.step(step)
+        if step == steps_per_epoch + 2:
+            raise KeyboardInterrupt
+    killed = replace(config, output_dir=str(tmp_path / "killed"))
+    with pytest.raises(KeyboardInterrupt):
+        train(killed, dataset=faces, on_step=kill)
+    clock.now += 500.0  # the time between the kill and the resume does not count
+    resumed = train(killed, dataset=faces, resume=True, on_step=clock.step)
+    assert resumed.steps == result.steps
+    assert_same_weights(weights(result.output_dir / "last.pt"),
+                        weights(tmp_path / "killed" / "last.pt"))
 
 
 def test_run_folder_holds_config_metrics_and_checkpoints(faces, config):

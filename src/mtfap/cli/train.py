@@ -37,6 +37,8 @@ _FLAGS = (
     ("--freeze-backbone-epochs", "freeze_backbone_epochs", int,
      "train only the heads for this many first epochs"),
     ("--max-steps", "max_steps", int, "stop after this many optimiser steps"),
+    ("--time-budget", "time_budget_minutes", float,
+     "stop after this many minutes of wall time; the schedule follows the budget"),
     ("--seed", "seed", int, "random seed"),
     ("--device", "device", str, "auto: the GPU when there is one"),
     ("--amp", "amp", str, "auto: bf16 autocast on GPUs only"),
@@ -50,7 +52,8 @@ _DEFAULTS = {f.name: f.default for f in fields(TrainConfig) if f.default is not 
 
 # How the help shows defaults that are None.
 _NONE_MEANS = {"attributes": "all", "cache_dir": "$MTFAP_CACHE or ~/.cache/mtfap",
-               "max_steps": "all epochs", "data": "none"}
+               "max_steps": "all epochs", "data": "none",
+               "time_budget_minutes": "epochs only"}
 
 
 def _default(key: str) -> str:

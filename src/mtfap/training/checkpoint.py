@@ -6,7 +6,8 @@ and read with ``torch.load(weights_only=True)`` (no pickled code can run):
     format, version, config (dict), epoch (completed epochs), step (optimiser steps),
     batch_in_epoch (batches done in the current epoch, 0 at an epoch boundary),
     model (state_dict of backbone + heads), optimizer (state_dict), rng (random states),
-    history (metrics of the finished epochs), best (the best validation result so far).
+    history (metrics of the finished epochs), best (the best validation result so far),
+    elapsed (wall seconds of the run so far, for ``time_budget_minutes``).
 """
 
 from __future__ import annotations
@@ -57,13 +58,13 @@ def restore_rng_state(state: dict) -> None:
 
 def save_checkpoint(path: str | Path, *, config: TrainConfig, model: torch.nn.Module,
                     optimizer: torch.optim.Optimizer, epoch: int, step: int, batch_in_epoch: int,
-                    history: list, best: dict | None) -> Path:
+                    history: list, best: dict | None, elapsed: float = 0.0) -> Path:
     """Write a checkpoint atomically (see the module docstring for its content)."""
     checkpoint = {
         "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
         "config": config.to_dict(), "epoch": epoch, "step": step, "batch_in_epoch": batch_in_epoch,
         "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-        "rng": capture_rng_state(), "history": history, "best": best,
+        "rng": capture_rng_state(), "history": history, "best": best, "elapsed": elapsed,
     }
     return atomic_torch_save(checkpoint, path)
 

@@ -54,6 +54,11 @@ class TrainConfig:
         epochs, batch_size : ``batch_size`` is the global batch, split over processes.
         freeze_backbone_epochs : train only the heads for this many first epochs.
         max_steps : stop after this many optimiser steps (smoke tests); None = all epochs.
+        time_budget_minutes : stop after this much wall time (data loading, training, the
+            validation of each epoch and checkpoints included) and let the schedule run on the
+            fraction of the budget used, whichever of it and ``epochs`` ends first; the last
+            epoch may then be partial. The run adapts to the machine's speed, so the number of
+            steps (and the result) is not reproducible to the bit. None = epochs only.
         augmentation : settings of ``mtfap.data.pipeline.Augmentation`` (``flip_prob``,
             ``scale``, ``max_shift``, ``brightness``, ``contrast``); empty = its defaults.
     Execution
@@ -89,6 +94,7 @@ class TrainConfig:
     batch_size: int = 64
     freeze_backbone_epochs: int = 0
     max_steps: int | None = None
+    time_budget_minutes: float | None = None
     augmentation: dict = field(default_factory=dict)
 
     seed: int = 0
@@ -115,8 +121,10 @@ class TrainConfig:
         except TypeError as err:
             raise ValueError(f"config augmentation: {err}; known settings are flip_prob, scale, "
                              "max_shift, brightness, contrast") from None
-        if self.max_steps is not None and self.max_steps <= 0:
-            raise ValueError(f"config max_steps must be > 0 or None, got {self.max_steps!r}")
+        for name in ("max_steps", "time_budget_minutes"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise ValueError(f"config {name} must be > 0 or None, got "
+                                 f"{getattr(self, name)!r}")
 
     def make_augmentation(self):
         """The training ``Augmentation`` of ``augmentation`` (lists read as tuples)."""

@@ -91,6 +91,15 @@ def all_reduce_sum(value: torch.Tensor, context: DistContext) -> torch.Tensor:
     return value
 
 
+def broadcast_float(value: float, context: DistContext) -> float:
+    """Rank 0's ``value`` on every process (``value`` itself on one)."""
+    if not context.enabled:
+        return value
+    tensor = torch.tensor([value], dtype=torch.float64, device=context.device)
+    dist.broadcast(tensor, src=0)
+    return float(tensor.item())
+
+
 def broadcast_module_state(module: torch.nn.Module, context: DistContext) -> None:
     """Copy rank 0's parameters and buffers of ``module`` into every other rank, in place."""
     if not context.enabled:

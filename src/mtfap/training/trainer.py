@@ -83,10 +83,12 @@ def masked_bce(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor,
     return (losses * mask).sum() / normaliser
 
 
-def learning_rate(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
+def learning_rate(config: TrainConfig, step: int, steps_per_epoch: int,
+                  time_fraction: float = 0.0) -> float:
     """The learning rate of optimiser step ``step`` (0-based): linear warm-up, then the schedule.
 
-    cosine: lr * (1 + cos(pi * t)) / 2 with t the fraction of the post-warm-up steps done;
+    cosine: lr * (1 + cos(pi * t)) / 2 with t the fraction of the post-warm-up steps done, or
+    ``time_fraction`` (of ``time_budget_minutes``) when that is larger;
     step: lr * step_gamma ** (epoch // step_epochs); none: lr.
     """
     warmup = int(round(config.warmup_epochs * steps_per_epoch))
@@ -94,7 +96,7 @@ def learning_rate(config: TrainConfig, step: int, steps_per_epoch: int) -> float
         return config.lr * (step + 1) / warmup
     if config.schedule == "cosine":
         total = max(1, config.epochs * steps_per_epoch - warmup)
-        progress = min(1.0, (step - warmup) / total)
+        progress = min(1.0, max((step - warmup) / total, time_fraction))
         return config.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
     if config.schedule == "step":
         return config.lr * config.step_gamma ** ((step // steps_per_epoch) // config.step_epochs)
@@ -244,6 +246,43 @@ class SkipFirst(torch.utils.data.Sampler):
         return max(0, len(self.sampler) - self.skip)
 
 
+class TimeBudget:
+    """The wall-clock budget of a run (``time_budget_minutes``), on rank 0's clock everywhere.
+
+    ``elapsed()`` counts from the start of ``train`` (plus the time of the run before a resume);
+    the budget is spent when the elapsed time plus ``reserve`` (the longest validation and
+    checkpoint writing seen so far, or an estimate before the first) reaches it, so that the last
+    validation still ends inside the budget. Without a budget nothing is synchronised.
+    """
+
+    clock = staticmethod(time.perf_counter)  # tests replace it with a simulated clock
+
+    def __init__(self, minutes: float | None, context: distributed.DistContext,
+                 elapsed: float = 0.0):
+        self.seconds = None if minutes is None else 60.0 * minutes
+        self.context = context
+        self.origin = self.clock() - elapsed
+        self.reserve = 0.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.seconds is not None
+
+    def local_elapsed(self) -> float:
+        return self.clock() - self.origin
+
+    def elapsed(self) -> float:
+        """Rank 0's elapsed seconds (a collective call under DDP when a budget is set)."""
+        value = self.local_elapsed()
+        return distributed.broadcast_float(value, self.context) if self.enabled else value
+
+    def fraction(self, elapsed: float) -> float:
+        return min(1.0, elapsed / self.seconds) if self.enabled else 0.0
+
+    def spent(self, elapsed: float) -> bool:
+        return self.enabled and elapsed + self.reserve >= self.seconds
+
+
 class NonFiniteLoss(TrainingError):
     """The loss of a step is NaN or infinite; raised before the optimiser touches the weights."""
 
@@ -314,6 +353,7 @@ def train(config: TrainConfig, *, dataset=None, backbone: nn.Module | None = Non
                          "continue it or choose another --output-dir")
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
+    budget = TimeBudget(config.time_budget_minutes, context)
 
     # --- data and model -------------------------------------------------------------------
     dataset = load_dataset(config, dataset)
@@ -361,6 +401,7 @@ def train(config: TrainConfig, *, dataset=None, backbone: nn.Module | None = Non
         epoch, step, batch_in_epoch = (checkpoint["epoch"], checkpoint["step"],
                                        checkpoint["batch_in_epoch"])
         history, best = checkpoint["history"], checkpoint["best"]
+        budget = TimeBudget(config.time_budget_minutes, context, checkpoint.get("elapsed", 0.0))
         if batch_in_epoch:
             history = history[:-1]  # that epoch's row is rewritten when the epoch completes
         restore_rng_state(checkpoint["rng"])
@@ -372,7 +413,8 @@ def train(config: TrainConfig, *, dataset=None, backbone: nn.Module | None = Non
     def checkpoint_now(path):
         if context.is_main:
             save_checkpoint(path, config=config, model=model, optimizer=optimizer, epoch=epoch,
-                            step=step, batch_in_epoch=batch_in_epoch, history=history, best=best)
+                            step=step, batch_in_epoch=batch_in_epoch, history=history, best=best,
+                            elapsed=budget.local_elapsed())
 
     # --- the loop -------------------------------------------------------------------------
     total_steps = config.epochs * steps_per_epoch
@@ -380,7 +422,8 @@ def train(config: TrainConfig, *, dataset=None, backbone: nn.Module | None = Non
         total_steps = min(total_steps, config.max_steps)
     bar = tqdm(total=total_steps, initial=step, desc="train", unit="step",
                disable=not (config.progress and context.is_main))
-    while epoch < config.epochs and step < total_steps:
+    out_of_time = False
+    while epoch < config.epochs and step < total_steps and not out_of_time:
         sampler.set_epoch(epoch)
         loader = make_loader(train_images, spec, train=True, batch_size=per_rank_batch,
                              sampler=SkipFirst(sampler, batch_in_epoch * per_rank_batch),
@@ -396,9 +439,14 @@ def train(config: TrainConfig, *, dataset=None, backbone: nn.Module | None = Non
         if frozen:
             model.backbone.eval()  # frozen: no gradient and no batch-norm statistics updates
         epoch_loss, epoch_penalty, epoch_images, started = 0.0, 0.0, 0, time.perf_counter()
+        epoch_start = budget.local_elapsed()
         for images, labels, mask, index in (batch_tensors(b, context.device, config.channels_last)
                                             for b in batches):
-            lr = learning_rate(config, step, steps_per_epoch)
+            elapsed = budget.elapsed()
+            if budget.spent(elapsed):
+                out_of_time = True
+                break
+            lr = learning_rate(config, step, steps_per_epoch, budget.fraction(elapsed))
             try:
                 data_loss, penalty = train_step(model, ddp_model, optimizer, images, labels, mask,
                                                 lr, config, context, frozen)
@@ -419,13 +467,16 @@ def train(config: TrainConfig, *, dataset=None, backbone: nn.Module | None = Non
             epoch_penalty += float(penalty) * len(images)
             epoch_images += len(images) * context.world_size
             speed = epoch_images / max(time.perf_counter() - started, 1e-9)
+            left = {"left": f"{(budget.seconds - elapsed) / 60:.1f}m"} if budget.enabled else {}
             bar.set_postfix(epoch=epoch + 1, loss=f"{float(global_loss):.4f}", lr=f"{lr:.2e}",
-                            img_s=f"{speed:.0f}")
+                            img_s=f"{speed:.0f}", **left)
             bar.update(1)
             if on_step is not None:
                 on_step(step)
             if step >= total_steps:
                 break
+        if out_of_time and epoch_images == 0:
+            break  # the budget ran out at the very start of an epoch: nothing new to evaluate
         finished_epoch = batch_in_epoch >= steps_per_epoch
         if finished_epoch:
             model.heads.end_epoch()  # Algorithm 3's graph step, once per epoch
@@ -433,6 +484,11 @@ def train(config: TrainConfig, *, dataset=None, backbone: nn.Module | None = Non
 
         # --- evaluation, metrics and checkpoints --------------------------------------------
         seconds = time.perf_counter() - started
+        training_end = budget.local_elapsed()
+        if budget.enabled and not budget.reserve:
+            # Before the first validation, guess it costs one training step per batch.
+            steps_done = max(epoch_images / config.batch_size, 1)
+            budget.reserve = len(val_loader) * (training_end - epoch_start) / steps_done
         # Evaluation must not move the random streams: a resumed run has not evaluated here.
         with torch.random.fork_rng(devices=[context.device] if on_gpu else []):
             val = evaluate(model, val_loader, config, context) if len(val_set) else \
@@ -442,7 +498,8 @@ def train(config: TrainConfig, *, dataset=None, backbone: nn.Module | None = Non
                "train_penalty": epoch_penalty * context.world_size / max(epoch_images, 1),
                "val_mean_accuracy": val["mean_accuracy"],
                "val_mean_balanced_accuracy": val["mean_balanced_accuracy"],
-               "seconds": seconds, "images_per_second": epoch_images / max(seconds, 1e-9)}
+               "seconds": seconds, "images_per_second": epoch_images / max(seconds, 1e-9),
+               "elapsed_minutes": budget.elapsed() / 60}
         history.append(row)
         improved = best is None or val["mean_accuracy"] > best["val_mean_accuracy"]
         if finished_epoch:
@@ -459,6 +516,10 @@ def train(config: TrainConfig, *, dataset=None, backbone: nn.Module | None = Non
         if improved:
             checkpoint_now(best_path)
         distributed.barrier(context)
+        if budget.enabled:
+            end_cost = budget.local_elapsed() - training_end  # validation and checkpoints
+            budget.reserve = max(budget.reserve, 1.1 * end_cost)
+            out_of_time = out_of_time or budget.spent(budget.elapsed())
     bar.close()
     distributed.teardown(context)
     return TrainResult(output_dir, history, best, step, context.is_main)
