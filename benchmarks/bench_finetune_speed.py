@@ -9,7 +9,9 @@ batch of random 150x150 images, for five variants of the same pretrained network
 - ``channels_last``: the plain network and its input in NHWC layout;
 - ``fused+channels_last``: both;
 - ``fused+channels_last+bf16``: both, under ``torch.autocast("cpu", torch.bfloat16)`` (the
-  config's ``amp = "bf16"``; fast on CPUs with AMX or AVX512-BF16, slow elsewhere).
+  config's ``amp = "bf16"``; fast on CPUs with AMX or AVX512-BF16, slow elsewhere);
+- with ``--compile``, also ``fused+channels_last+bf16+compile``: the same network compiled with
+  ``torch.compile`` (inductor; the config's ``compile = true``); its compile time is printed.
 
 The variants are timed in interleaved rounds (one step of each per round, in a rotating order)
 so that drifts of a shared machine hit them alike; the table gives the median images/s over the
@@ -32,12 +34,12 @@ import torch
 from mtfap.backbones import create_backbone
 
 
-def variants():
+def variants(compiled: bool = False):
     """name -> (model, channels_last, bf16)."""
     def fused_nhwc():
         return (create_backbone("dlib_face_resnet", pretrained=True, fuse_affine=True)
                 .to(memory_format=torch.channels_last))
-    return {
+    models = {
         "plain": (create_backbone("dlib_face_resnet", pretrained=True), False, False),
         "fused": (create_backbone("dlib_face_resnet", pretrained=True, fuse_affine=True),
                   False, False),
@@ -46,6 +48,11 @@ def variants():
         "fused+channels_last": (fused_nhwc(), True, False),
         "fused+channels_last+bf16": (fused_nhwc(), True, True),
     }
+    if compiled:
+        model = fused_nhwc()
+        model.compile()
+        models["fused+channels_last+bf16+compile"] = (model, True, True)
+    return models
 
 
 def main(argv=None) -> dict:
@@ -53,12 +60,14 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=6, help="timed rounds (default: 6)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--compile", action="store_true",
+                        help="add a torch.compile variant (compiling takes minutes on 2 cores)")
     parser.add_argument("--out", help="write the results as JSON here")
     args = parser.parse_args(argv)
 
     torch.manual_seed(args.seed)
     x = torch.randn(args.batch_size, 3, 150, 150)
-    models = variants()
+    models = variants(args.compile)
     with torch.no_grad():
         reference = models["plain"][0].eval()(x)
         for name, (model, channels_last, bf16) in models.items():
@@ -81,7 +90,10 @@ def main(argv=None) -> dict:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-        step()  # warm-up
+        started = time.perf_counter()
+        step()  # warm-up (and the compilation of a compiled variant)
+        if name.endswith("compile"):
+            print(f"{name}: first step (compilation) {time.perf_counter() - started:.0f} s")
         steps[name] = step
     names, seconds = list(steps), {name: [] for name in steps}
     for round_index in range(args.rounds):
