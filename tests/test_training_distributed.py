@@ -17,7 +17,7 @@ from torch import nn
 from mtfap.backbones.base import Backbone, InputSpec
 from mtfap.training.checkpoint import load_checkpoint
 from mtfap.training.config import TrainConfig
-from mtfap.training.trainer import train
+from mtfap.training.trainer import TimeBudget, train
 
 # float32 sums over a batch split in two are added in another order: weights may differ in the
 # last bits, which a few steps of AdamW do not amplify beyond this.
@@ -54,6 +54,38 @@ def run_rank(rank, world_size, port, output_dir, cache_dir):
     torch.manual_seed(0)
     train(make_config(output_dir, cache_dir), dataset=load_synthetic(n=60, size=32, seed=0),
           backbone=NormFreeCNN())
+
+
+class StepClock:
+    """A simulated clock that advances ``rate`` seconds per optimiser step."""
+
+    def __init__(self, rate: float):
+        self.now, self.rate = 0.0, rate
+
+    def __call__(self):
+        return self.now
+
+    def step(self, _step):
+        self.now += self.rate
+
+
+BUDGET_MINUTES = 10 / 60  # 10 simulated seconds
+
+
+def run_rank_with_budget(rank, world_size, port, output_dir, cache_dir):
+    """A rank whose clock runs 1 s per step on rank 0 and 3 s per step on rank 1."""
+    from mtfap.data.synthetic import load_synthetic
+    torch.set_num_threads(1)
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    clock = StepClock(1.0 if rank == 0 else 3.0)
+    TimeBudget.clock = staticmethod(clock)
+    torch.manual_seed(0)
+    config = replace(make_config(output_dir, cache_dir), epochs=100,
+                     time_budget_minutes=BUDGET_MINUTES)
+    result = train(config, dataset=load_synthetic(n=60, size=32, seed=0), backbone=NormFreeCNN(),
+                   on_step=clock.step)
+    (output_dir.parent / f"steps_rank{rank}").write_text(str(result.steps))
 
 
 def free_port() -> int:
@@ -97,3 +129,29 @@ def test_batch_must_split_evenly_over_processes(tmp_path, monkeypatch):
                                          r"processes \(3\)"):
         train(replace(make_config(tmp_path / "run", tmp_path / "cache")),
               dataset=load_synthetic(n=60, size=32, seed=0), backbone=NormFreeCNN())
+
+
+def test_a_time_budget_stops_every_process_at_rank_zeros_step(tmp_path, monkeypatch):
+    """Rank 1's clock runs three times as fast as rank 0's: on its own it would stop after a
+    third of the steps and leave rank 0 waiting in a collective. Rank 0's clock decides for
+    both, so they stop together, where one process with rank 0's clock stops."""
+    from mtfap.data.synthetic import load_synthetic
+    cache = tmp_path / "cache"
+    clock = StepClock(1.0)
+    monkeypatch.setattr(TimeBudget, "clock", staticmethod(clock))
+    torch.manual_seed(0)
+    config = replace(make_config(tmp_path / "single", cache), epochs=100,
+                     time_budget_minutes=BUDGET_MINUTES)
+    single = train(config, dataset=load_synthetic(n=60, size=32, seed=0), backbone=NormFreeCNN(),
+                   on_step=clock.step)
+    assert 5 <= single.steps < 10  # stopped by the budget, not by the 100 epochs
+
+    mp.spawn(run_rank_with_budget, args=(2, free_port(), tmp_path / "ddp", cache), nprocs=2)
+    steps = [int((tmp_path / f"steps_rank{r}").read_text()) for r in (0, 1)]
+    assert steps == [single.steps, single.steps]
+    one = load_checkpoint(tmp_path / "single" / "last.pt")["model"]
+    two = load_checkpoint(tmp_path / "ddp" / "last.pt")["model"]
+    for name, value in one.items():
+        if isinstance(value, torch.Tensor):
+            difference = (value.double() - two[name].double()).abs().max().item()
+            assert difference <= TOLERANCE, f"{name} differs by {difference}"

@@ -252,7 +252,8 @@ class TimeBudget:
     ``elapsed()`` counts from the start of ``train`` (plus the time of the run before a resume);
     the budget is spent when the elapsed time plus ``reserve`` (the longest validation and
     checkpoint writing seen so far, or an estimate before the first) reaches it, so that the last
-    validation still ends inside the budget. Without a budget nothing is synchronised.
+    validation still ends inside the budget. Every time that enters a decision is rank 0's, so
+    all processes stop at the same step. Without a budget nothing is synchronised.
     """
 
     clock = staticmethod(time.perf_counter)  # tests replace it with a simulated clock
@@ -420,8 +421,9 @@ def train(config: TrainConfig, *, dataset=None, backbone: nn.Module | None = Non
     total_steps = config.epochs * steps_per_epoch
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
-    bar = tqdm(total=total_steps, initial=step, desc="train", unit="step",
-               disable=not (config.progress and context.is_main))
+    # Under a time budget the step count is not known ahead (the bar shows the minutes left).
+    bar = tqdm(total=None if budget.enabled else total_steps, initial=step, desc="train",
+               unit="step", disable=not (config.progress and context.is_main))
     out_of_time = False
     while epoch < config.epochs and step < total_steps and not out_of_time:
         sampler.set_epoch(epoch)
@@ -439,7 +441,7 @@ def train(config: TrainConfig, *, dataset=None, backbone: nn.Module | None = Non
         if frozen:
             model.backbone.eval()  # frozen: no gradient and no batch-norm statistics updates
         epoch_loss, epoch_penalty, epoch_images, started = 0.0, 0.0, 0, time.perf_counter()
-        epoch_start = budget.local_elapsed()
+        epoch_start = budget.elapsed()
         for images, labels, mask, index in (batch_tensors(b, context.device, config.channels_last)
                                             for b in batches):
             elapsed = budget.elapsed()
@@ -484,7 +486,7 @@ def train(config: TrainConfig, *, dataset=None, backbone: nn.Module | None = Non
 
         # --- evaluation, metrics and checkpoints --------------------------------------------
         seconds = time.perf_counter() - started
-        training_end = budget.local_elapsed()
+        training_end = budget.elapsed()
         if budget.enabled and not budget.reserve:
             # Before the first validation, guess it costs one training step per batch.
             steps_done = max(epoch_images / config.batch_size, 1)
@@ -517,9 +519,9 @@ def train(config: TrainConfig, *, dataset=None, backbone: nn.Module | None = Non
             checkpoint_now(best_path)
         distributed.barrier(context)
         if budget.enabled:
-            end_cost = budget.local_elapsed() - training_end  # validation and checkpoints
-            budget.reserve = max(budget.reserve, 1.1 * end_cost)
-            out_of_time = out_of_time or budget.spent(budget.elapsed())
+            ended = budget.elapsed()
+            budget.reserve = max(budget.reserve, 1.1 * (ended - training_end))  # val + checkpoints
+            out_of_time = out_of_time or budget.spent(ended)
     bar.close()
     distributed.teardown(context)
     return TrainResult(output_dir, history, best, step, context.is_main)
