@@ -10,7 +10,8 @@ where missing labels contribute nothing (they are not negatives) and ``Omega_smo
 the proximal operators); after each epoch ``heads.end_epoch()`` runs the graph step of
 Algorithm 3. The validation mean accuracy picks ``best.pt``; ``last.pt`` is written after every
 epoch and at the end, so ``resume=True`` continues a killed run and ends where an uninterrupted
-run of the same seed ends.
+run of the same seed ends. With ``time_budget_minutes`` the run stops inside a wall-clock budget
+and the cosine schedule follows the fraction of it used (:class:`TimeBudget`).
 
 Read :func:`train` top to bottom; the helpers above it each do one thing.
 """
