@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from clocks import StepClock
 
 from mtfap.backbones import create_backbone
 from mtfap.cli import main
@@ -80,22 +81,9 @@ def test_cosine_follows_the_time_budget_when_it_runs_out_first():
         TrainConfig(time_budget_minutes=0)
 
 
-class SimulatedClock:
-    """One simulated second per optimiser step; everything else takes no time."""
-
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
-
-    def step(self, _step):
-        self.now += 1.0
-
-
 def test_time_budget_stops_the_run_inside_the_budget_and_resumes(faces, config, tmp_path,
                                                                  monkeypatch):
-    clock = SimulatedClock()
+    clock = StepClock(rate=1.0, start=1000.0)
     monkeypatch.setattr(TimeBudget, "clock", staticmethod(clock))
     # 20 simulated seconds = 20 steps; 100 epochs would be far more.
     config = replace(config, epochs=100, time_budget_minutes=20 / 60)

@@ -12,6 +12,7 @@ from dataclasses import replace
 
 import torch
 import torch.multiprocessing as mp
+from clocks import StepClock
 from torch import nn
 
 from mtfap.backbones.base import Backbone, InputSpec
@@ -54,19 +55,6 @@ def run_rank(rank, world_size, port, output_dir, cache_dir):
     torch.manual_seed(0)
     train(make_config(output_dir, cache_dir), dataset=load_synthetic(n=60, size=32, seed=0),
           backbone=NormFreeCNN())
-
-
-class StepClock:
-    """A simulated clock that advances ``rate`` seconds per optimiser step."""
-
-    def __init__(self, rate: float):
-        self.now, self.rate = 0.0, rate
-
-    def __call__(self):
-        return self.now
-
-    def step(self, _step):
-        self.now += self.rate
 
 
 BUDGET_MINUTES = 10 / 60  # 10 simulated seconds
