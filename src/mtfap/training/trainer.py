@@ -284,6 +284,25 @@ class TimeBudget:
     def spent(self, elapsed: float) -> bool:
         return self.enabled and elapsed + self.reserve >= self.seconds
 
+    def start_epoch(self) -> None:
+        self._epoch_start = self.elapsed()
+
+    def end_training(self, steps: float, validation_batches: int) -> None:
+        """The epoch's steps are done; before the first validation, guess it costs one
+        training step per validation batch."""
+        self._training_end = self.elapsed()
+        if self.enabled and not self.reserve:
+            per_step = (self._training_end - self._epoch_start) / max(steps, 1)
+            self.reserve = validation_batches * per_step
+
+    def end_epoch(self) -> bool:
+        """Validation and checkpoints are done: update the reserve; True when spent."""
+        if not self.enabled:
+            return False
+        ended = self.elapsed()
+        self.reserve = max(self.reserve, 1.1 * (ended - self._training_end))
+        return self.spent(ended)
+
 
 class NonFiniteLoss(TrainingError):
     """The loss of a step is NaN or infinite; raised before the optimiser touches the weights."""
@@ -442,7 +461,7 @@ def train(config: TrainConfig, *, dataset=None, backbone: nn.Module | None = Non
         if frozen:
             model.backbone.eval()  # frozen: no gradient and no batch-norm statistics updates
         epoch_loss, epoch_penalty, epoch_images, started = 0.0, 0.0, 0, time.perf_counter()
-        epoch_start = budget.elapsed()
+        budget.start_epoch()
         for images, labels, mask, index in (batch_tensors(b, context.device, config.channels_last)
                                             for b in batches):
             elapsed = budget.elapsed()
@@ -487,11 +506,7 @@ def train(config: TrainConfig, *, dataset=None, backbone: nn.Module | None = Non
 
         # --- evaluation, metrics and checkpoints --------------------------------------------
         seconds = time.perf_counter() - started
-        training_end = budget.elapsed()
-        if budget.enabled and not budget.reserve:
-            # Before the first validation, guess it costs one training step per batch.
-            steps_done = max(epoch_images / config.batch_size, 1)
-            budget.reserve = len(val_loader) * (training_end - epoch_start) / steps_done
+        budget.end_training(epoch_images / config.batch_size, len(val_loader))
         # Evaluation must not move the random streams: a resumed run has not evaluated here.
         with torch.random.fork_rng(devices=[context.device] if on_gpu else []):
             val = evaluate(model, val_loader, config, context) if len(val_set) else \
@@ -519,10 +534,7 @@ def train(config: TrainConfig, *, dataset=None, backbone: nn.Module | None = Non
         if improved:
             checkpoint_now(best_path)
         distributed.barrier(context)
-        if budget.enabled:
-            ended = budget.elapsed()
-            budget.reserve = max(budget.reserve, 1.1 * (ended - training_end))  # val + checkpoints
-            out_of_time = out_of_time or budget.spent(ended)
+        out_of_time = budget.end_epoch() or out_of_time
     bar.close()
     distributed.teardown(context)
     return TrainResult(output_dir, history, best, step, context.is_main)
