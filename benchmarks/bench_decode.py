@@ -29,7 +29,8 @@ import torch
 
 from mtfap.backbones.base import InputSpec
 from mtfap.data.celeba import read_celeba
-from mtfap.data.pipeline import FaceImageDataset, build_cache, find_cache, make_loader
+from mtfap.data.cache import build_cache, find_cache
+from mtfap.data.loader import FaceImageDataset, make_loader
 
 
 def images_per_second(loader, batches: int) -> float:

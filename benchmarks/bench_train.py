@@ -32,10 +32,11 @@ from torch import nn
 
 from mtfap.backbones import create_backbone
 from mtfap.data import open_dataset
-from mtfap.data.pipeline import make_loader
+from mtfap.data.loader import make_loader
 from mtfap.training.config import TrainConfig
 from mtfap.training.distributed import DistContext
-from mtfap.training.trainer import AttributeModel, build_model, make_optimizer, train_step
+from mtfap.model.network import AttributeModel, build_model
+from mtfap.training.trainer import make_optimizer, train_step
 
 # "method:solver" picks a solver of the low-rank + sparse heads (proximal by default).
 METHODS = ("plain", "independent", "lowrank_sparse", "lowrank_sparse:paper", "graph")
@@ -99,7 +100,7 @@ def make_runner(method, base_backbone, attributes, config):
     name, _, solver = method.partition(":")
     method_config = TrainConfig(**{**config.to_dict(), "heads": name,
                                    "heads_params": {"solver": solver} if solver else {}})
-    model: AttributeModel = build_model(method_config, attributes, backbone)
+    model: AttributeModel = build_model(method_config.model_spec(attributes), backbone=backbone)
     optimizer = make_optimizer(method_config, model)
 
     def step(batch):

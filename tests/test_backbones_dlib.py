@@ -12,7 +12,7 @@ from PIL import Image
 from mtfap.backbones import create_backbone
 from mtfap.backbones.dlib_face import (WEIGHTS_PACKAGE, add_prev, packaged_weights_path,
                                        read_dlib_network)
-from mtfap.data.errors import DataError
+from mtfap.errors import DataError
 
 HAS_WEIGHTS = importlib.util.find_spec(WEIGHTS_PACKAGE) is not None
 needs_weights = pytest.mark.skipif(not HAS_WEIGHTS, reason="face-recognition-models not installed")

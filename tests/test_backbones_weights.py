@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 from mtfap.backbones import create_backbone
 from mtfap.backbones.weights import (WeightsPackageMissing, load_local_weights, package_file,
                                      read_state_dict)
-from mtfap.data.errors import DataError
+from mtfap.errors import DataError
 
 
 def _small(seed):

@@ -3,11 +3,11 @@ import json
 import numpy as np
 import pytest
 
-from mtfap.applications.compare import compare_on_features, with_scarce_labels
+from mtfap.experiments.compare import compare_on_features, with_scarce_labels
 from mtfap.cli import main
 from mtfap.cli.compare import read_params
 from mtfap.data.features import FeatureSet
-from mtfap.evaluation.sweep import sweep_frozen
+from mtfap.experiments.sweep import sweep_frozen
 
 
 def _features(n=300, d=12, k=6, seed=0):

@@ -5,7 +5,7 @@ import pytest
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
 from mtfap.evaluation.metrics import evaluate_predictions, tune_thresholds
-from mtfap.evaluation.reports import markdown_table, write_json, write_table
+from mtfap.io import markdown_table, write_json, write_table
 
 
 def _random_problem(n=600, k=5, seed=0, missing=0.3):

@@ -13,7 +13,7 @@ from mtfap.backbones import create_backbone
 from mtfap.cli import main
 from mtfap.data.features import FeatureSet
 from mtfap.evaluation.metrics import evaluate_predictions
-from mtfap.evaluation.runs import open_run
+from mtfap.model.runs import open_run
 from mtfap.training.config import TrainConfig
 from mtfap.training.trainer import train
 
@@ -126,7 +126,7 @@ def test_train_run_evaluate_graph_and_cam(train_run, tmp_path, capsys):
 
 
 def test_test_time_zooms_average_the_logits_of_the_views(train_run, tmp_path, capsys):
-    from mtfap.data.pipeline import centre_zoom
+    from mtfap.data.transforms import centre_zoom
     opened = open_run(train_run)
     plain = opened.predict_split("val", progress=False)[0]
     assert np.array_equal(opened.predict_split("val", progress=False, scales=[1.0])[0], plain)
@@ -134,10 +134,10 @@ def test_test_time_zooms_average_the_logits_of_the_views(train_run, tmp_path, ca
     # By hand: the model's logits on the zoomed images, averaged with the plain ones.
     from dataclasses import replace
 
-    from mtfap.data.pipeline import make_loader
+    from mtfap.data.loader import make_loader
     from mtfap.training.config import config_from_dict
     from mtfap.training.trainer import load_dataset
-    config = replace(config_from_dict(opened.info), progress=False)
+    config = replace(config_from_dict(opened.info), progress=False)  # the run's own config
     loader = make_loader(load_dataset(config).get_split("val"),
                          opened.model.backbone.input_spec, train=False, batch_size=64,
                          cache_dir=config.cache_dir)

@@ -9,10 +9,11 @@ import torch
 from mtfap.backbones import create_backbone
 from mtfap.cli import main
 from mtfap.data.features import FeatureSet
-from mtfap.data.pipeline import make_loader
+from mtfap.data.loader import make_loader
 from mtfap.data.synthetic import load_synthetic
-from mtfap.training.features import (extract_features, load_fitted_heads, make_head_estimator,
-                                     save_fitted_heads)
+from mtfap.experiments.features import extract_features
+from mtfap.heads.persistence import load_fitted_heads, save_fitted_heads
+from mtfap.heads.registry import make_head_estimator
 
 
 @pytest.fixture(scope="module")

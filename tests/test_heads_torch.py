@@ -6,7 +6,7 @@ import torch
 
 from mtfap.heads.graph_learning import laplacian
 from mtfap.heads.proximal import numerical_rank, singular_value_threshold, soft_threshold
-from mtfap.heads.torch_heads import make_torch_heads
+from mtfap.heads.registry import make_torch_heads
 
 NAMES = [f"t{j}" for j in range(6)]
 GROUPS = {"a": NAMES[:3], "b": NAMES[3:]}
@@ -130,7 +130,7 @@ def test_graph_heads_learn_a_graph_at_the_end_of_an_epoch():
 
 
 def test_bad_method_or_parameter_is_named():
-    with pytest.raises(ValueError, match="unknown heads method 'lowrank'"):
+    with pytest.raises(ValueError, match="unknown head method 'lowrank'. Did you mean 'lowrank_sparse'"):
         make_torch_heads("lowrank", 5, NAMES)
     with pytest.raises(ValueError, match="bad parameter for 'graph' heads"):
         make_torch_heads("graph", 5, NAMES, gamma=1.0)

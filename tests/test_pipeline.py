@@ -17,10 +17,11 @@ from torch.utils.data.distributed import DistributedSampler
 
 from mtfap.backbones.base import InputSpec
 from mtfap.data.dataset import FaceDataset
-from mtfap.data.errors import DataError
+from mtfap.errors import DataError
 from mtfap.data.images import ImageSource
-from mtfap.data.pipeline import (Augmentation, FaceImageDataset, build_cache, cache_folder,
-                                 centre_zoom, find_cache, make_loader, normalize, preprocess)
+from mtfap.data.cache import build_cache, cache_folder, find_cache
+from mtfap.data.loader import FaceImageDataset, make_loader
+from mtfap.data.transforms import Augmentation, centre_zoom, normalize, preprocess
 
 SPEC = InputSpec(size=(16, 16), crop=0.9)
 N_IMAGES = 12
@@ -169,7 +170,7 @@ def test_killed_build_leaves_no_valid_looking_cache(toy, tmp_path):
         from mtfap.backbones.base import InputSpec
         from mtfap.data.dataset import FaceDataset
         from mtfap.data.images import ImageSource
-        from mtfap.data import pipeline
+        from mtfap.data import cache as pipeline
         real = ImageSource.load
         def slow(self, key):
             time.sleep(0.3)

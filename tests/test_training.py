@@ -12,7 +12,7 @@ from clocks import StepClock
 from mtfap.backbones import create_backbone
 from mtfap.cli import main
 from mtfap.data.synthetic import load_synthetic
-from mtfap.training.checkpoint import load_checkpoint
+from mtfap.model.checkpoint import load_checkpoint
 from mtfap.training.config import TrainConfig
 from mtfap.training.trainer import TimeBudget, TrainingError, learning_rate, masked_bce, train
 
@@ -189,9 +189,10 @@ def test_frozen_backbone_epochs_train_only_the_heads(faces, config):
 
 
 def test_heads_learn_at_head_lr_scale_times_the_backbone_rate(faces, config):
-    from mtfap.training.trainer import build_model, make_optimizer
+    from mtfap.model.network import build_model
+    from mtfap.training.trainer import make_optimizer
     scaled = replace(config, head_lr_scale=10.0, schedule="none")
-    model = build_model(scaled, list(faces.attributes))
+    model = build_model(scaled.model_spec(list(faces.attributes)))
     groups = make_optimizer(scaled, model).param_groups
     assert [g["lr_scale"] for g in groups] == [1.0, 10.0]
     seen = []

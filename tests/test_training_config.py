@@ -5,8 +5,9 @@ import json
 import pytest
 import torch
 
+from mtfap.model.checkpoint import load_checkpoint, load_model_state
 from mtfap.training.checkpoint import (atomic_torch_save, capture_rng_state, check_same_config,
-                                       load_checkpoint, load_model_state, restore_rng_state)
+                                       restore_rng_state)
 from mtfap.training.config import TrainConfig, load_config, parse_override
 
 

@@ -16,7 +16,7 @@ from clocks import StepClock
 from torch import nn
 
 from mtfap.backbones.base import Backbone, InputSpec
-from mtfap.training.checkpoint import load_checkpoint
+from mtfap.model.checkpoint import load_checkpoint
 from mtfap.training.config import TrainConfig
 from mtfap.training.trainer import TimeBudget, train
 
@@ -104,7 +104,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
     # Only rank 0 writes: one set of files, no leftovers from the other rank.
     assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == \
         ["best.pt", "config.json", "heads_summary.json", "last.pt", "metrics.csv", "metrics.json",
-         "metrics.png"]
+         "metrics.png", "model.json"]
 
 
 def test_batch_must_split_evenly_over_processes(tmp_path, monkeypatch):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import difflib
+from mtfap.errors import unknown_name_error
 
 CELEBA_ATTRIBUTES: tuple[str, ...] = (
     "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald", "Bangs",
@@ -15,21 +15,12 @@ CELEBA_ATTRIBUTES: tuple[str, ...] = (
 )
 
 
-def closest_name(name: str, choices) -> str | None:
-    """The closest of ``choices`` to ``name`` (case-insensitive), for "did you mean" hints."""
-    lowered = {c.lower(): c for c in choices}
-    match = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.5)
-    return lowered[match[0]] if match else None
-
-
 def resolve_attributes(names, available=CELEBA_ATTRIBUTES) -> list[str]:
     """Check attribute names against ``available``; unknown names raise with a suggestion."""
     available = list(available)
     out = []
     for name in names:
         if name not in available:
-            hint = closest_name(name, available)
-            tip = f" Did you mean {hint!r}?" if hint else ""
-            raise ValueError(f"unknown attribute {name!r}.{tip} Known attributes: {', '.join(available)}")
+            raise unknown_name_error("attribute", name, available)
         out.append(name)
     return out

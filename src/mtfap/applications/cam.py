@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mtfap.evaluation.reports import save_figure
+from mtfap.io import save_figure
 
 
 @torch.no_grad()
@@ -120,7 +120,7 @@ def attribute_maps(backbone, weights, bias, images) -> tuple[list[np.ndarray], n
     views : the m uint8 (H, W, 3) images the network saw; maps : (N, m, H, W) upsampled A_c;
     probabilities : (N, m) sigmoid(mean A_c + b_c), i.e. the model's prediction.
     """
-    from mtfap.data.pipeline import normalize, preprocess
+    from mtfap.data.transforms import normalize, preprocess
 
     spec = backbone.input_spec
     views = [preprocess(image, spec) for image in images]

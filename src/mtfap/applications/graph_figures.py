@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import adjusted_rand_score
 
-from mtfap.evaluation.reports import save_figure, write_json
 from mtfap.heads.graph_learning import graph_clusters, threshold_graph
 from mtfap.heads.groupings import resolve_groups
+from mtfap.io import save_figure, write_json
 
 
 def normalised_adjacency(graph) -> np.ndarray:

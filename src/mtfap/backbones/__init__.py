@@ -8,8 +8,8 @@ from __future__ import annotations
 import importlib
 from typing import Callable
 
-from mtfap.attributes import closest_name
 from mtfap.backbones.base import Backbone, InputSpec
+from mtfap.errors import did_you_mean
 
 _REGISTRY: dict[str, Callable[..., Backbone]] = {}
 # Modules that register backbones when imported; listed here so the registry is complete
@@ -42,9 +42,8 @@ def create_backbone(name: str, pretrained: bool | str = False, **kwargs) -> Back
     """
     _load_all()
     if name not in _REGISTRY:
-        hint = closest_name(name, _REGISTRY)
-        tip = f" Did you mean {hint!r}?" if hint else ""
-        raise ValueError(f"unknown backbone {name!r}.{tip} Available: {', '.join(sorted(_REGISTRY))}")
+        raise ValueError(f"unknown backbone {name!r}.{did_you_mean(name, _REGISTRY)} "
+                         f"Available: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name](pretrained=pretrained, **kwargs)
 
 

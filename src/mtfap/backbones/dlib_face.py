@@ -29,7 +29,7 @@ from torch import nn
 from mtfap.backbones import register_backbone
 from mtfap.backbones.base import Backbone, InputSpec
 from mtfap.backbones.weights import apply_pretrained, package_file
-from mtfap.data.errors import DataError
+from mtfap.errors import DataError
 
 WEIGHTS_PACKAGE = "face_recognition_models"
 WEIGHTS_DISTRIBUTION = "face-recognition-models"

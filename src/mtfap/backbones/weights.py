@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from mtfap.data.errors import DataError
+from mtfap.errors import DataError
 
 # Containers that training scripts commonly wrap a state_dict in.
 _CHECKPOINT_KEYS = ("state_dict", "model", "model_state_dict", "backbone")

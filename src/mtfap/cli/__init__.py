@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    from mtfap.data.errors import DataError
+    from mtfap.errors import DataError
     try:
         return int(args.func(args) or 0)
     except (DataError, FileNotFoundError, ValueError) as exc:

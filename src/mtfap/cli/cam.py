@@ -75,7 +75,7 @@ def _images(args):
 def run(args) -> int:
     from mtfap.applications.cam import attribute_maps, plot_cam_grid
     from mtfap.attributes import resolve_attributes
-    from mtfap.evaluation.runs import open_run
+    from mtfap.model.runs import open_run
 
     if not 0 <= args.alpha <= 1:
         raise ValueError(f"--alpha must be in [0, 1], got {args.alpha}")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 
 def add_parser(subparsers) -> None:
-    from mtfap.evaluation.frozen import METHODS
+    from mtfap.experiments.frozen import VARIANTS as METHODS
     parser = subparsers.add_parser(
         "compare", help="independent vs low-rank+sparse (both solvers) vs graph heads, end to end",
         description=__doc__.split("\n\n", 1)[1],
@@ -87,10 +87,10 @@ def read_params(path: Path | None) -> dict | None:
 
 def load_features(args):
     """(features, a sentence saying which data and features these are, is the data real?)."""
-    from mtfap.applications.compare import backbone_features, pixel_features
     from mtfap.data import open_dataset
+    from mtfap.data.cache import default_cache_dir
     from mtfap.data.features import FeatureSet
-    from mtfap.data.pipeline import default_cache_dir
+    from mtfap.experiments.compare import backbone_features, pixel_features
 
     if args.features is not None:
         if args.data or args.backbone:
@@ -121,10 +121,14 @@ def load_features(args):
 
 
 def run(args) -> int:
-    from mtfap.applications.compare import (compare_on_features, format_report,
-                                            reference_groupings, write_comparison)
     from mtfap.applications.graph_figures import write_graph_report
     from mtfap.evaluation.paper import paper_columns
+    from mtfap.experiments.compare import (
+        compare_on_features,
+        format_report,
+        reference_groupings,
+        write_comparison,
+    )
 
     if args.scarce is not None and not 0 < args.scarce <= 1:
         raise ValueError(f"--scarce must be a fraction in (0, 1], got {args.scarce}")

@@ -70,8 +70,8 @@ def run(args) -> int:
 
     from mtfap.evaluation.metrics import evaluate_predictions, tune_thresholds
     from mtfap.evaluation.paper import comparison_table
-    from mtfap.evaluation.reports import text_table, write_table
-    from mtfap.evaluation.runs import open_run
+    from mtfap.io import text_table, write_table
+    from mtfap.model.runs import open_run
 
     if args.bootstrap < 0:
         raise ValueError(f"--bootstrap must be >= 0, got {args.bootstrap}")

@@ -38,40 +38,22 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def _recipe(args, dataset) -> dict:
-    """What determines the features: stored in the file, compared to decide if it is current."""
-    return {"backbone": args.backbone, "weights": args.weights, "flip": args.flip,
-            "data": str(Path(args.data).resolve()) if Path(args.data).exists() else args.data,
-            "source_fingerprint": dataset.source.fingerprint(), "n_images": len(dataset),
-            "attributes": list(dataset.attributes)}
-
-
 def run(args) -> int:
-    from mtfap.backbones import create_backbone
-    from mtfap.data import open_dataset
-    from mtfap.data.features import FeatureSet
+    from mtfap.experiments.features import ensure_features
     from mtfap.training.distributed import resolve_device
-    from mtfap.training.features import extract_features
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.out.suffix != ".npz":
         raise ValueError(f"--out {args.out}: the features file must end in .npz")
-    dataset = open_dataset(args.data)
-    recipe = _recipe(args, dataset)
-    if args.out.is_file() and not args.force:
-        saved = FeatureSet.load(args.out).meta
-        if all(saved.get(k) == v for k, v in recipe.items()):
-            print(f"{args.out} is up to date ({len(dataset)} images; --force recomputes it)")
-            return 0
-    weights = {"package": True, "none": False}.get(args.weights, args.weights)
-    backbone = create_backbone(args.backbone, pretrained=weights)
-    device = resolve_device(args.device)
     started = time.perf_counter()
-    features = extract_features(dataset, backbone, batch_size=args.batch_size, flip=args.flip,
-                                device=device, cache_dir=args.cache_dir,
-                                num_workers=args.num_workers, progress=args.progress, meta=recipe)
-    features.save(args.out)
+    features, computed = ensure_features(
+        args.data, args.out, backbone=args.backbone, weights=args.weights, flip=args.flip,
+        batch_size=args.batch_size, device=resolve_device(args.device), cache_dir=args.cache_dir,
+        num_workers=args.num_workers, force=args.force, progress=args.progress)
+    if not computed:
+        print(f"{args.out} is up to date ({len(features)} images; --force recomputes it)")
+        return 0
     seconds = time.perf_counter() - started
     print(json.dumps({"out": str(args.out), "images": len(features),
                       "feature_dim": int(features.X.shape[1]), "seconds": round(seconds, 1),

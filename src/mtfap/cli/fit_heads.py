@@ -12,7 +12,7 @@ import json
 import time
 from pathlib import Path
 
-METHODS = ("independent", "lowrank_sparse", "graph")
+from mtfap.heads.registry import METHODS
 
 
 def add_parser(subparsers) -> None:
@@ -21,7 +21,7 @@ def add_parser(subparsers) -> None:
         description=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("features", type=Path, help="features .npz written by `mtfap features`")
-    parser.add_argument("--method", choices=METHODS, default="lowrank_sparse",
+    parser.add_argument("--method", choices=list(METHODS), default="lowrank_sparse",
                         help="independent (eq. 1), lowrank_sparse (eq. 3) or graph (eq. 6-14)")
     parser.add_argument("--solver", choices=("proximal", "paper"),
                         help="lowrank_sparse only (None: the estimator's default, proximal)")
@@ -61,8 +61,9 @@ def run(args) -> int:
 
     from mtfap.data.features import FeatureSet
     from mtfap.evaluation.metrics import evaluate_predictions, tune_thresholds
-    from mtfap.evaluation.reports import write_json
-    from mtfap.training.features import make_head_estimator, save_fitted_heads
+    from mtfap.heads.persistence import save_fitted_heads
+    from mtfap.heads.registry import make_head_estimator
+    from mtfap.io import write_json
 
     features = FeatureSet.load(args.features)
     if args.attributes:

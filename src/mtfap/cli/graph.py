@@ -35,7 +35,7 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     from mtfap.applications.graph_figures import write_graph_report
-    from mtfap.evaluation.runs import open_run
+    from mtfap.model.runs import open_run
 
     if not 0 <= args.threshold < 1:
         raise ValueError(f"--threshold must be in [0, 1), got {args.threshold}")

@@ -17,8 +17,8 @@ from pathlib import Path
 
 
 def add_parser(subparsers) -> None:
-    from mtfap.evaluation.frozen import METHODS
-    from mtfap.evaluation.sweep import PAPER_GRID
+    from mtfap.experiments.frozen import VARIANTS as METHODS
+    from mtfap.experiments.sweep import PAPER_GRID
     default_grid = "; ".join(f"{m}: " + ", ".join(f"{p}={'/'.join(f'{v:g}' for v in vs)}"
                                                   for p, vs in grid.items())
                              for m, grid in PAPER_GRID.items())
@@ -67,8 +67,8 @@ def parse_grid(entries, with_method: bool = True) -> dict:
 
 def run(args) -> int:
     from mtfap.data.features import FeatureSet
-    from mtfap.evaluation.reports import text_table
-    from mtfap.evaluation.sweep import PAPER_GRID, sweep_end_to_end, sweep_frozen
+    from mtfap.experiments.sweep import PAPER_GRID, sweep_end_to_end, sweep_frozen
+    from mtfap.io import text_table
 
     if (args.features is None) == (args.end_to_end is None):
         raise ValueError("give either a features file (frozen sweep) or --end-to-end CONFIG")

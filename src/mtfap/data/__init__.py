@@ -6,13 +6,17 @@
 
 from mtfap.data.celeba import read_celeba
 from mtfap.data.dataset import SPLITS, FaceDataset
-from mtfap.data.errors import DataError, ProblemLog
 from mtfap.data.generic import read_table_dataset
 from mtfap.data.images import ImageSource
 from mtfap.data.layout import detect_layout, open_dataset
 from mtfap.data.lfw import read_lfw, read_lfw_pairs
-from mtfap.data.splits import identity_disjoint_split, least_frequent_attributes, scarce_labels
+from mtfap.data.splits import (
+    identity_disjoint_split,
+    least_frequent_attributes,
+    scarce_labels,
+)
 from mtfap.data.validate import CheckReport, check_dataset, check_images
+from mtfap.errors import DataError, ProblemLog
 
 __all__ = [
     "FaceDataset", "ImageSource", "DataError", "ProblemLog", "SPLITS",

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from mtfap.attributes import CELEBA_ATTRIBUTES, closest_name, resolve_attributes
+from mtfap.attributes import CELEBA_ATTRIBUTES, resolve_attributes
 from mtfap.data.dataset import FaceDataset
-from mtfap.data.errors import DataError, ProblemLog
 from mtfap.data.images import ImageSource
 from mtfap.data.tables import Table, match_images, read_whitespace_table
+from mtfap.errors import DataError, ProblemLog, closest_name
 
 ATTRIBUTE_FILE = "list_attr_celeba.txt"
 PARTITION_FILE = "list_eval_partition.txt"

@@ -20,9 +20,9 @@ import numpy as np
 
 from mtfap.attributes import resolve_attributes
 from mtfap.data.dataset import SPLITS, FaceDataset
-from mtfap.data.errors import DataError, ProblemLog
 from mtfap.data.images import ImageSource
 from mtfap.data.tables import match_images, read_csv_table
+from mtfap.errors import DataError, ProblemLog
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".tab")
 MISSING = ("", "na", "nan", "n/a")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from mtfap.data.errors import DataError
+from mtfap.errors import DataError
 
 
 class ImageSource:

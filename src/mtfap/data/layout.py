@@ -6,9 +6,9 @@ from pathlib import Path
 
 from mtfap.data.celeba import is_celeba_root, read_celeba
 from mtfap.data.dataset import FaceDataset
-from mtfap.data.errors import DataError
 from mtfap.data.generic import TABLE_SUFFIXES, read_table_dataset
 from mtfap.data.lfw import is_lfw_root, read_lfw
+from mtfap.errors import DataError
 
 SYNTHETIC = "synthetic"
 
@@ -63,7 +63,9 @@ def open_dataset(path: str | Path | None = None, *, table: str | Path | None = N
 
 def _read(layout: str, path, table, images, options: dict) -> FaceDataset:
     if layout == SYNTHETIC:
-        from mtfap.data.synthetic import load_synthetic  # generated data, imported only when asked
+        from mtfap.data.synthetic import (
+            load_synthetic,  # generated data, imported only when asked
+        )
         return load_synthetic(**options)
     path = Path(path)
     if layout == "celeba":

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from mtfap.data.dataset import FaceDataset
-from mtfap.data.errors import DataError, ProblemLog
 from mtfap.data.images import ImageSource
+from mtfap.errors import DataError, ProblemLog
 
 # Image folders of the LFW variants (deep-funneled, funneled, original), in order of preference.
 IMAGE_FOLDERS = ("lfw-deepfunneled", "lfw_funneled", "lfw")

@@ -411,7 +411,9 @@ def render_face(labels: dict, look: dict, size: int = 64) -> Image.Image:
 
 
 def _zip_path(n: int, size: int, seed: int, cache_dir) -> Path:
-    from mtfap.data.pipeline import default_cache_dir  # the one place that knows the cache dir
+    from mtfap.data.cache import (
+        default_cache_dir,  # the one place that knows the cache dir
+    )
 
     return default_cache_dir(cache_dir) / "synthetic" / f"faces-n{n}-s{size}-seed{seed}-v{GENERATOR_VERSION}.zip"
 

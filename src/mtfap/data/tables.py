@@ -1,7 +1,7 @@
 """Parsing of label tables and matching their rows to images, shared by the dataset readers.
 
 Every problem names the file and the line (1-based, as an editor shows it) and goes through a
-:class:`~mtfap.data.errors.ProblemLog`, so the same code either fails on the first problem or
+:class:`~mtfap.errors.ProblemLog`, so the same code either fails on the first problem or
 lists all of them.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mtfap.data.errors import DataError, ProblemLog
+from mtfap.errors import DataError, ProblemLog
 
 # How many examples an aggregated problem (such as "120 rows have no image") quotes.
 EXAMPLES = 5

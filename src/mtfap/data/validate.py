@@ -9,9 +9,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mtfap.data.dataset import SPLITS, FaceDataset
-from mtfap.data.errors import DataError, ProblemLog
 from mtfap.data.layout import SYNTHETIC, detect_layout, open_dataset
 from mtfap.data.lfw import PAIRS_FILE, read_lfw_pairs
+from mtfap.errors import DataError, ProblemLog
 
 
 def check_images(dataset: FaceDataset, skip_bad_images: bool = False, progress: bool = True,

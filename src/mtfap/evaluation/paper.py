@@ -9,7 +9,7 @@ from typing import Mapping
 
 import pandas as pd
 
-from mtfap.attributes import closest_name
+from mtfap.errors import did_you_mean
 from mtfap.evaluation.metrics import EvaluationResult
 
 PAPER_DATASETS = ("celeba", "lfwa")
@@ -39,9 +39,8 @@ def paper_columns(dataset: str = "celeba", methods=None) -> pd.DataFrame:
     names = list(table) if methods is None else list(methods)
     for name in names:
         if name not in table:
-            hint = closest_name(name, table)
-            tip = f" Did you mean {hint!r}?" if hint else ""
-            raise ValueError(f"no method {name!r} in the paper's {dataset} table.{tip} "
+            raise ValueError(f"no method {name!r} in the paper's {dataset} table."
+                             f"{did_you_mean(name, table)} "
                              f"Methods: {', '.join(table)}")
     return pd.DataFrame({m: pd.Series(table[m]) for m in names}).reindex(tables["attributes"])
 

@@ -5,8 +5,13 @@ from __future__ import annotations
 import numpy as np
 
 from mtfap.heads.base import MultiTaskHeads
-from mtfap.heads.graph_learning import (GRAPH_STEPS, graph_clusters, laplacian, learn_task_graph,
-                                        threshold_graph)
+from mtfap.heads.graph_learning import (
+    GRAPH_STEPS,
+    graph_clusters,
+    laplacian,
+    learn_task_graph,
+    threshold_graph,
+)
 
 
 class GraphHeads(MultiTaskHeads):

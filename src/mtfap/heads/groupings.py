@@ -20,8 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from mtfap.attributes import closest_name
-from mtfap.data.errors import DataError
+from mtfap.errors import DataError, did_you_mean
 
 PAPER_GROUPS: dict[str, list[str]] = {
     "mouth_expression": ["Mouth_Slightly_Open", "High_Cheekbones", "Smiling"],
@@ -127,9 +126,8 @@ def resolve_groups(groups, attributes) -> list[tuple[str, list[int]]]:
             raise ValueError(f"{source}: group {name!r} is empty")
         for member in members:
             if member not in column:
-                hint = closest_name(member, column)
-                tip = f" (did you mean {hint!r}?)" if hint else ""
-                raise ValueError(f"{source}: group {name!r} names unknown attribute {member!r}{tip}")
+                raise ValueError(f"{source}: group {name!r} names unknown attribute {member!r}."
+                                 f"{did_you_mean(member, column)}")
             if member in owner:
                 raise ValueError(f"{source}: attribute {member!r} is in two groups, {owner[member]!r} "
                                  f"and {name!r}; every attribute must be in exactly one group")

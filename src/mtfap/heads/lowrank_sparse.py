@@ -9,8 +9,13 @@ import numpy as np
 
 from mtfap.heads.base import MaskedLogisticLoss, MultiTaskHeads, check_multitask_data
 from mtfap.heads.groupings import resolve_groups
-from mtfap.heads.proximal import (accelerated_proximal_gradient, nuclear_norm, numerical_rank,
-                                  singular_value_threshold, soft_threshold)
+from mtfap.heads.proximal import (
+    accelerated_proximal_gradient,
+    nuclear_norm,
+    numerical_rank,
+    singular_value_threshold,
+    soft_threshold,
+)
 from mtfap.heads.smidas import link, link_exponent, smidas_step
 from mtfap.heads.svd_update import subgradient_step, thin_svd
 

@@ -9,16 +9,19 @@ overrides, checks every key and value, and the trainer saves the resolved result
 from __future__ import annotations
 
 import json
-import tomllib
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Literal
 
+import tomllib
 import yaml
 
-from mtfap.attributes import closest_name
+from mtfap.data.transforms import Augmentation
+from mtfap.errors import did_you_mean
+from mtfap.io import write_json
+from mtfap.model.spec import ModelSpec
 
 # Keys that change how a run is executed, not what it computes: a checkpoint may be resumed
 # with other values of these (another machine, more workers, a longer step budget).
@@ -59,7 +62,7 @@ class TrainConfig:
             fraction of the budget used, whichever of it and ``epochs`` ends first; the last
             epoch may then be partial. The run adapts to the machine's speed, so the number of
             steps (and the result) is not reproducible to the bit. None = epochs only.
-        augmentation : settings of ``mtfap.data.pipeline.Augmentation`` (``flip_prob``,
+        augmentation : settings of ``mtfap.data.transforms.Augmentation`` (``flip_prob``,
             ``scale``, ``max_shift``, ``brightness``, ``contrast``); empty = its defaults.
     Execution
         seed, device (``auto``/``cpu``/``cuda``), amp (``auto`` = bf16 autocast on GPUs,
@@ -126,18 +129,24 @@ class TrainConfig:
                 raise ValueError(f"config {name} must be > 0 or None, got "
                                  f"{getattr(self, name)!r}")
 
-    def make_augmentation(self):
+    def make_augmentation(self) -> Augmentation:
         """The training ``Augmentation`` of ``augmentation`` (lists read as tuples)."""
-        from mtfap.data.pipeline import Augmentation
         return Augmentation(**{k: tuple(v) if isinstance(v, list) else v
                                for k, v in self.augmentation.items()})
+
+    def model_spec(self, attributes) -> ModelSpec:
+        """The description of the model this config trains (saved as the run's ``model.json``);
+        ``attributes`` are the dataset's when the config does not choose them."""
+        return ModelSpec(backbone=self.backbone, heads=self.heads,
+                         attributes=list(self.attributes or attributes),
+                         backbone_args=dict(self.backbone_args),
+                         heads_params=dict(self.heads_params), flip_test=self.flip_test)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def save(self, path: str | Path) -> Path:
         """Write the resolved config as JSON (atomically)."""
-        from mtfap.evaluation.reports import write_json
         return write_json(path, self.to_dict())
 
     def differences(self, other: "TrainConfig", ignore=EXECUTION_KEYS) -> dict:
@@ -160,12 +169,6 @@ _PLAIN_TYPES = {
     float: ("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)),
     str: ("a string", lambda v: isinstance(v, str)),
 }
-
-
-def did_you_mean(name: str, choices) -> str:
-    """`` Did you mean 'x'?`` for the closest of ``choices`` to ``name``, or an empty string."""
-    hint = closest_name(str(name), [str(c) for c in choices])
-    return f" Did you mean {hint!r}?" if hint else ""
 
 
 def _coerce(name: str, value, hint):

@@ -21,8 +21,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,31 +33,25 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 from tqdm.auto import tqdm
 
-from mtfap.evaluation.reports import atomic_write_text, write_json
+from mtfap.data.cache import build_cache
+from mtfap.data.layout import open_dataset
+from mtfap.data.loader import FaceImageDataset, make_loader
+from mtfap.evaluation.metrics import evaluate_predictions
+from mtfap.io import atomic_write_text, save_figure, write_json
+from mtfap.model.checkpoint import load_checkpoint, load_model_state
+from mtfap.model.inference import autocast, predict_loader
+from mtfap.model.network import AttributeModel, build_model
 from mtfap.training import distributed
-from mtfap.training.checkpoint import (check_same_config, load_checkpoint, load_model_state,
-                                       restore_rng_state, save_checkpoint)
+from mtfap.training.checkpoint import (
+    check_same_config,
+    restore_rng_state,
+    save_checkpoint,
+)
 from mtfap.training.config import TrainConfig
 
 
 class TrainingError(RuntimeError):
     """Training cannot go on (non-finite loss, out of memory); the message says what to try."""
-
-
-class AttributeModel(nn.Module):
-    """Backbone (image -> GAP features) followed by the heads (features -> k logits)."""
-
-    def __init__(self, backbone: nn.Module, heads: nn.Module):
-        super().__init__()
-        self.backbone, self.heads = backbone, heads
-
-    def forward(self, images: torch.Tensor, freeze_backbone: bool = False) -> torch.Tensor:
-        if freeze_backbone:
-            with torch.no_grad():
-                features = self.backbone(images)
-        else:
-            features = self.backbone(images)
-        return self.heads(features.float())
 
 
 @dataclass
@@ -116,29 +109,9 @@ def make_optimizer(config: TrainConfig, model: AttributeModel) -> torch.optim.Op
     return torch.optim.AdamW(groups, lr=config.lr)
 
 
-def autocast_context(config: TrainConfig, device: torch.device):
-    """bf16 autocast on GPUs (``amp=auto``) or wherever ``amp=bf16`` asks for it."""
-    use = config.amp == "bf16" or (config.amp == "auto" and device.type == "cuda"
-                                   and torch.cuda.is_bf16_supported())
-    return torch.autocast(device.type, dtype=torch.bfloat16) if use else nullcontext()
-
-
-def build_model(config: TrainConfig, attributes: list[str], backbone: nn.Module | None = None
-                ) -> AttributeModel:
-    """The backbone named by the config (or the one given) and the heads on its features."""
-    from mtfap.backbones import create_backbone
-    from mtfap.heads.torch_heads import make_torch_heads
-    if backbone is None:
-        backbone = create_backbone(config.backbone, pretrained=config.pretrained,
-                                   **config.backbone_args)
-    heads = make_torch_heads(config.heads, backbone.feature_dim, attributes, **config.heads_params)
-    return AttributeModel(backbone, heads)
-
-
 def load_dataset(config: TrainConfig, dataset=None):
     """The dataset (``config.data`` unless one is given), its attributes selected, with a split."""
     if dataset is None:
-        from mtfap.data import open_dataset
         dataset = open_dataset(config.data)
     if config.attributes:
         dataset = dataset.select_attributes(config.attributes)
@@ -158,48 +131,16 @@ def batch_tensors(batch, device: torch.device, channels_last: bool = False):
     return images, batch.labels.to(device), batch.mask.to(device), batch.index
 
 
-@torch.no_grad()
-def predict(model: AttributeModel, loader, config: TrainConfig, device: torch.device,
-            scales: Sequence[float] = (1.0,)):
-    """Sigmoid scores (n, k) with the labels and mask of the images, in loader order.
-
-    The logits are averaged over the views of each image: its centre zooms to the sides
-    ``scales`` (fractions of the image side, ``data.pipeline.centre_zoom``; 1 = the image as
-    it is) and, with ``config.flip_test``, their mirror images too.
-    """
-    from mtfap.data.pipeline import centre_zoom
-    if not scales:
-        raise ValueError("scales must name at least one zoom side, e.g. (1.0,)")
-    model.eval()
-    k = len(model.heads.attributes)
-    scores, labels, mask = [np.zeros((0, k), np.float32)], [np.zeros((0, k), np.float32)], \
-        [np.zeros((0, k), bool)]  # a rank's shard of a tiny split may be empty
-    for batch in tqdm(loader, desc="eval", leave=False, disable=not config.progress):
-        images = batch_tensors(batch, device)[0]
-        logits = 0.0
-        for side in scales:
-            view = centre_zoom(images, side)
-            if config.channels_last:
-                view = view.contiguous(memory_format=torch.channels_last)
-            with autocast_context(config, device):
-                logits = logits + model(view).float()
-                if config.flip_test:
-                    logits = logits + model(view.flip(-1)).float()
-        logits = logits / (len(scales) * (2 if config.flip_test else 1))
-        scores.append(torch.sigmoid(logits).cpu().numpy())
-        labels.append(batch.labels.numpy())
-        mask.append(batch.mask.numpy())
-    return tuple(np.concatenate(parts) for parts in (scores, labels, mask))
-
-
 def evaluate(model: AttributeModel, loader, config: TrainConfig, context) -> dict:
     """Mean (and balanced) accuracy over attributes on known labels.
 
     Each rank scores its shard of the split; the shards are gathered before averaging.
     """
-    from mtfap.evaluation.metrics import evaluate_predictions
     scores, labels, mask = (distributed.gather_arrays(part, context)
-                            for part in predict(model, loader, config, context.device))
+                            for part in predict_loader(model, loader, device=context.device,
+                                                       flip=config.flip_test,
+                                                       channels_last=config.channels_last,
+                                                       amp=config.amp, progress=config.progress))
     result = evaluate_predictions(scores, labels, mask, n_bootstrap=0)
     return {"mean_accuracy": result.mean_accuracy,
             "mean_balanced_accuracy": result.mean_balanced_accuracy}
@@ -209,7 +150,6 @@ def plot_history(history: list[dict], path: Path) -> None:
     """The epoch curve: training loss and validation mean (balanced) accuracy per epoch."""
     import matplotlib.pyplot as plt
 
-    from mtfap.evaluation.reports import save_figure
     frame = pd.DataFrame(history)
     fig, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(9, 3.2))
     loss_axis.plot(frame["epoch"], frame["train_loss"], "o-")
@@ -330,7 +270,7 @@ def train_step(model: AttributeModel, ddp_model: nn.Module, optimizer: torch.opt
     # Known labels of the global batch; each rank's share is scaled so that DDP's average of
     # the rank gradients is the gradient of the global masked mean.
     known = distributed.all_reduce_sum(mask.sum().float(), context).clamp_min(1.0)
-    with autocast_context(config, context.device):
+    with autocast(config.amp, context.device):
         logits = ddp_model(images, frozen)
     data_loss = masked_bce(logits.float(), labels, mask, known / context.world_size)
     penalty = model.heads.penalty()
@@ -348,13 +288,113 @@ def train_step(model: AttributeModel, ddp_model: nn.Module, optimizer: torch.opt
     return data_loss.detach(), penalty.detach()
 
 
+def _place_model(model: AttributeModel, config: TrainConfig, context) -> AttributeModel:
+    """The model on the device, in channels-last layout if asked, with synchronised batch norm
+    under DDP on GPUs."""
+    model = model.to(context.device)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    has_batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    if context.enabled and has_batch_norm:
+        if context.device.type == "cuda":
+            # Batch statistics over the global batch, as one process would compute them.
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        elif context.is_main:
+            warnings.warn("batch-norm statistics are computed per process on CPUs (SyncBatchNorm "
+                          "needs GPUs): results differ slightly from a single-process run",
+                          stacklevel=2)
+    return model
+
+
+@dataclass
+class _Data:
+    """The training images, their sampler and the validation loader of this process."""
+
+    train_images: FaceImageDataset
+    sampler: DistributedSampler
+    val_loader: object
+    val_size: int
+    per_rank_batch: int
+    steps_per_epoch: int
+
+
+def _prepare_data(dataset, input_spec, config: TrainConfig, context) -> _Data:
+    """Decode every image once into the cache of the whole dataset (each split reads from it);
+    the training samples with their sampler, and this rank's shard of the validation split."""
+    train_set, val_set = dataset.get_split("train"), dataset.get_split("val")
+    on_gpu = context.device.type == "cuda"
+    build_cache(dataset, input_spec, config.cache_dir,
+                progress=config.progress and context.is_main)
+    train_images = FaceImageDataset(train_set, input_spec, cache_dir=config.cache_dir,
+                                    progress=False)
+    val_shard = np.array_split(np.arange(len(val_set)), context.world_size)[context.rank]
+    val_loader = make_loader(val_set.subset(val_shard), input_spec, train=False,
+                             batch_size=config.batch_size, cache_dir=config.cache_dir,
+                             num_workers=config.num_workers,
+                             pin_memory=on_gpu) if len(val_shard) else []
+    per_rank_batch = config.batch_size // context.world_size
+    if per_rank_batch * context.world_size != config.batch_size:
+        raise ValueError(f"--batch-size {config.batch_size} must be divisible by the number of "
+                         f"processes ({context.world_size})")
+    # The same sampler on one process or many: identical data order for the same seed.
+    sampler = DistributedSampler(train_images, num_replicas=context.world_size,
+                                 rank=context.rank, shuffle=True, seed=config.seed)
+    return _Data(train_images, sampler, val_loader, len(val_set), per_rank_batch,
+                 math.ceil(len(sampler) / per_rank_batch))
+
+
+@dataclass
+class _Progress:
+    """Where the loop stands: completed epochs, optimiser steps, batches of the current epoch,
+    the finished epochs' metrics and the best of them."""
+
+    epoch: int = 0
+    step: int = 0
+    batch_in_epoch: int = 0
+    history: list = field(default_factory=list)
+    best: dict | None = None
+
+
+def _resume(last_path: Path, config: TrainConfig, model, optimizer, context
+            ) -> tuple[_Progress, float]:
+    """Restore the model, optimiser, random states and loop position of ``last.pt``; returns
+    the position and the wall seconds the run had used."""
+    checkpoint = load_checkpoint(last_path, map_location=context.device)
+    check_same_config(checkpoint, config, last_path)
+    load_model_state(model, checkpoint["model"], last_path)
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    progress = _Progress(checkpoint["epoch"], checkpoint["step"], checkpoint["batch_in_epoch"],
+                         checkpoint["history"], checkpoint["best"])
+    if progress.batch_in_epoch:
+        progress.history = progress.history[:-1]  # that epoch's row is rewritten when it completes
+    restore_rng_state(checkpoint["rng"])
+    return progress, checkpoint.get("elapsed", 0.0)
+
+
+def _epoch_loader(data: _Data, config: TrainConfig, progress: _Progress, augmentation, on_gpu):
+    """The batches of the current epoch, after those already done (resume inside an epoch)."""
+    data.sampler.set_epoch(progress.epoch)
+    loader = make_loader(data.train_images, data.train_images.spec, train=True,
+                         batch_size=data.per_rank_batch,
+                         sampler=SkipFirst(data.sampler,
+                                           progress.batch_in_epoch * data.per_rank_batch),
+                         seed=config.seed, num_workers=config.num_workers, pin_memory=on_gpu,
+                         augmentation=augmentation)
+    loader.set_epoch(progress.epoch)  # augmentation draws depend on (seed, epoch, image) only
+    # The loader draws its workers' base seed from the global generator; keep that draw off
+    # the training stream so that a run resumed inside an epoch draws what the original drew.
+    with torch.random.fork_rng(devices=[]):
+        return iter(loader)
+
+
 def train(config: TrainConfig, *, dataset=None, backbone: nn.Module | None = None,
           resume: bool = False, on_step: Callable[[int], None] | None = None) -> TrainResult:
     """Train backbone and heads end to end as described in the module docstring.
 
     Parameters
     ----------
-    config : the run's settings; saved as ``config.json`` in ``config.output_dir``.
+    config : the run's settings; saved as ``config.json`` in ``config.output_dir``, and the
+        model's description (``config.model_spec``) as ``model.json``.
     dataset : a ``FaceDataset`` with a train/val split; default ``open_dataset(config.data)``.
     backbone : a ready backbone instead of ``create_backbone(config.backbone, ...)``.
     resume : continue from ``output_dir/last.pt`` (which must come from the same config).
@@ -364,8 +404,6 @@ def train(config: TrainConfig, *, dataset=None, backbone: nn.Module | None = Non
     -------
     TrainResult with the output folder, the per-epoch metrics and the best epoch.
     """
-    from mtfap.data.pipeline import FaceImageDataset, build_cache, make_loader
-
     context = distributed.setup(config.device)
     output_dir = Path(config.output_dir)
     last_path, best_path = output_dir / "last.pt", output_dir / "best.pt"
@@ -378,85 +416,42 @@ def train(config: TrainConfig, *, dataset=None, backbone: nn.Module | None = Non
 
     # --- data and model -------------------------------------------------------------------
     dataset = load_dataset(config, dataset)
-    train_set, val_set = dataset.get_split("train"), dataset.get_split("val")
-    model = build_model(config, list(dataset.attributes), backbone).to(context.device)
-    if config.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    has_batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
-    if context.enabled and has_batch_norm:
-        if context.device.type == "cuda":
-            # Batch statistics over the global batch, as one process would compute them.
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        elif context.is_main:
-            warnings.warn("batch-norm statistics are computed per process on CPUs (SyncBatchNorm "
-                          "needs GPUs): results differ slightly from a single-process run",
-                          stacklevel=2)
-    spec = model.backbone.input_spec
-    on_gpu = context.device.type == "cuda"
-    # Decode every image once into the cache of the whole dataset; each split reads from it.
-    build_cache(dataset, spec, config.cache_dir, progress=config.progress and context.is_main)
-    train_images = FaceImageDataset(train_set, spec, cache_dir=config.cache_dir, progress=False)
-    val_shard = np.array_split(np.arange(len(val_set)), context.world_size)[context.rank]
-    val_loader = make_loader(val_set.subset(val_shard), spec, train=False,
-                             batch_size=config.batch_size, cache_dir=config.cache_dir,
-                             num_workers=config.num_workers,
-                             pin_memory=on_gpu) if len(val_shard) else []
+    model_spec = config.model_spec(list(dataset.attributes))
+    model = _place_model(build_model(model_spec, pretrained=config.pretrained, backbone=backbone),
+                         config, context)
+    data = _prepare_data(dataset, model.backbone.input_spec, config, context)
     optimizer = make_optimizer(config, model)
     augmentation = config.make_augmentation()
-    per_rank_batch = config.batch_size // context.world_size
-    if per_rank_batch * context.world_size != config.batch_size:
-        raise ValueError(f"--batch-size {config.batch_size} must be divisible by the number of "
-                         f"processes ({context.world_size})")
-    # The same sampler on one process or many: identical data order for the same seed.
-    sampler = DistributedSampler(train_images, num_replicas=context.world_size,
-                                 rank=context.rank, shuffle=True, seed=config.seed)
-    steps_per_epoch = math.ceil(len(sampler) / per_rank_batch)
+    on_gpu = context.device.type == "cuda"
 
     # --- resume ---------------------------------------------------------------------------
-    epoch, step, batch_in_epoch, history, best = 0, 0, 0, [], None
+    at = _Progress()
     if resume:
-        checkpoint = load_checkpoint(last_path, map_location=context.device)
-        check_same_config(checkpoint, config, last_path)
-        load_model_state(model, checkpoint["model"], last_path)
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        epoch, step, batch_in_epoch = (checkpoint["epoch"], checkpoint["step"],
-                                       checkpoint["batch_in_epoch"])
-        history, best = checkpoint["history"], checkpoint["best"]
-        budget = TimeBudget(config.time_budget_minutes, context, checkpoint.get("elapsed", 0.0))
-        if batch_in_epoch:
-            history = history[:-1]  # that epoch's row is rewritten when the epoch completes
-        restore_rng_state(checkpoint["rng"])
+        at, elapsed = _resume(last_path, config, model, optimizer, context)
+        budget = TimeBudget(config.time_budget_minutes, context, elapsed)
     if context.is_main:
         config.save(output_dir / "config.json")
+        model_spec.save(output_dir / "model.json")
     ddp_model = distributed.wrap_model(model, context,
                                        find_unused=config.freeze_backbone_epochs > 0)
 
     def checkpoint_now(path):
         if context.is_main:
-            save_checkpoint(path, config=config, model=model, optimizer=optimizer, epoch=epoch,
-                            step=step, batch_in_epoch=batch_in_epoch, history=history, best=best,
-                            elapsed=budget.local_elapsed())
+            save_checkpoint(path, config=config, model=model, optimizer=optimizer,
+                            epoch=at.epoch, step=at.step, batch_in_epoch=at.batch_in_epoch,
+                            history=at.history, best=at.best, elapsed=budget.local_elapsed())
 
     # --- the loop -------------------------------------------------------------------------
-    total_steps = config.epochs * steps_per_epoch
+    total_steps = config.epochs * data.steps_per_epoch
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
     # Under a time budget the step count is not known ahead (the bar shows the minutes left).
-    bar = tqdm(total=None if budget.enabled else total_steps, initial=step, desc="train",
+    bar = tqdm(total=None if budget.enabled else total_steps, initial=at.step, desc="train",
                unit="step", disable=not (config.progress and context.is_main))
     out_of_time = False
-    while epoch < config.epochs and step < total_steps and not out_of_time:
-        sampler.set_epoch(epoch)
-        loader = make_loader(train_images, spec, train=True, batch_size=per_rank_batch,
-                             sampler=SkipFirst(sampler, batch_in_epoch * per_rank_batch),
-                             seed=config.seed, num_workers=config.num_workers, pin_memory=on_gpu,
-                             augmentation=augmentation)
-        loader.set_epoch(epoch)  # augmentation draws depend on (seed, epoch, image) only
-        # The loader draws its workers' base seed from the global generator; keep that draw off
-        # the training stream so that a run resumed inside an epoch draws what the original drew.
-        with torch.random.fork_rng(devices=[]):
-            batches = iter(loader)
-        frozen = epoch < config.freeze_backbone_epochs
+    while at.epoch < config.epochs and at.step < total_steps and not out_of_time:
+        batches = _epoch_loader(data, config, at, augmentation, on_gpu)
+        frozen = at.epoch < config.freeze_backbone_epochs
         model.train()
         if frozen:
             model.backbone.eval()  # frozen: no gradient and no batch-norm statistics updates
@@ -468,19 +463,20 @@ def train(config: TrainConfig, *, dataset=None, backbone: nn.Module | None = Non
             if budget.spent(elapsed):
                 out_of_time = True
                 break
-            lr = learning_rate(config, step, steps_per_epoch, budget.fraction(elapsed))
+            lr = learning_rate(config, at.step, data.steps_per_epoch, budget.fraction(elapsed))
             try:
                 data_loss, penalty = train_step(model, ddp_model, optimizer, images, labels, mask,
                                                 lr, config, context, frozen)
             except NonFiniteLoss as exc:
-                raise TrainingError(_non_finite_message(exc.args[0], epoch, step, batch_in_epoch,
-                                                        index, last_path)) from None
+                raise TrainingError(_non_finite_message(exc.args[0], at.epoch, at.step,
+                                                        at.batch_in_epoch, index,
+                                                        last_path)) from None
             except torch.cuda.OutOfMemoryError:
                 raise TrainingError(
-                    f"GPU out of memory with a batch of {per_rank_batch} images per process at "
-                    f"epoch {epoch + 1}, step {step + 1}; try --batch-size "
+                    f"GPU out of memory with a batch of {data.per_rank_batch} images per process "
+                    f"at epoch {at.epoch + 1}, step {at.step + 1}; try --batch-size "
                     f"{max(1, config.batch_size // 2)} (or a smaller input size)") from None
-            step, batch_in_epoch = step + 1, batch_in_epoch + 1
+            at.step, at.batch_in_epoch = at.step + 1, at.batch_in_epoch + 1
 
             # Logging: the global mean loss (the data term is summed over ranks).
             global_loss = distributed.all_reduce_sum(data_loss / context.world_size,
@@ -490,42 +486,42 @@ def train(config: TrainConfig, *, dataset=None, backbone: nn.Module | None = Non
             epoch_images += len(images) * context.world_size
             speed = epoch_images / max(time.perf_counter() - started, 1e-9)
             left = {"left": f"{(budget.seconds - elapsed) / 60:.1f}m"} if budget.enabled else {}
-            bar.set_postfix(epoch=epoch + 1, loss=f"{float(global_loss):.4f}", lr=f"{lr:.2e}",
+            bar.set_postfix(epoch=at.epoch + 1, loss=f"{float(global_loss):.4f}", lr=f"{lr:.2e}",
                             img_s=f"{speed:.0f}", **left)
             bar.update(1)
             if on_step is not None:
-                on_step(step)
-            if step >= total_steps:
+                on_step(at.step)
+            if at.step >= total_steps:
                 break
         if out_of_time and epoch_images == 0:
             break  # the budget ran out at the very start of an epoch: nothing new to evaluate
-        finished_epoch = batch_in_epoch >= steps_per_epoch
+        finished_epoch = at.batch_in_epoch >= data.steps_per_epoch
         if finished_epoch:
             model.heads.end_epoch()  # Algorithm 3's graph step, once per epoch
             distributed.broadcast_module_state(model.heads, context)
 
         # --- evaluation, metrics and checkpoints --------------------------------------------
         seconds = time.perf_counter() - started
-        budget.end_training(epoch_images / config.batch_size, len(val_loader))
+        budget.end_training(epoch_images / config.batch_size, len(data.val_loader))
         # Evaluation must not move the random streams: a resumed run has not evaluated here.
         with torch.random.fork_rng(devices=[context.device] if on_gpu else []):
-            val = evaluate(model, val_loader, config, context) if len(val_set) else \
+            val = evaluate(model, data.val_loader, config, context) if data.val_size else \
                 {"mean_accuracy": float("nan"), "mean_balanced_accuracy": float("nan")}
-        row = {"epoch": epoch + 1, "step": step, "complete": finished_epoch, "lr": lr,
+        row = {"epoch": at.epoch + 1, "step": at.step, "complete": finished_epoch, "lr": lr,
                "train_loss": epoch_loss * context.world_size / max(epoch_images, 1),
                "train_penalty": epoch_penalty * context.world_size / max(epoch_images, 1),
                "val_mean_accuracy": val["mean_accuracy"],
                "val_mean_balanced_accuracy": val["mean_balanced_accuracy"],
                "seconds": seconds, "images_per_second": epoch_images / max(seconds, 1e-9),
                "elapsed_minutes": budget.elapsed() / 60}
-        history.append(row)
-        improved = best is None or val["mean_accuracy"] > best["val_mean_accuracy"]
+        at.history.append(row)
+        improved = at.best is None or val["mean_accuracy"] > at.best["val_mean_accuracy"]
         if finished_epoch:
-            epoch, batch_in_epoch = epoch + 1, 0
+            at.epoch, at.batch_in_epoch = at.epoch + 1, 0
         if improved:
-            best = dict(row)
+            at.best = dict(row)
         if context.is_main:
-            write_metrics(output_dir, history)
+            write_metrics(output_dir, at.history)
             write_json(output_dir / "heads_summary.json", model.heads.describe())  # ranks, graph
             bar.write(f"epoch {row['epoch']}: loss {row['train_loss']:.4f}, val mean accuracy "
                       f"{100 * row['val_mean_accuracy']:.2f} %, "
@@ -537,4 +533,4 @@ def train(config: TrainConfig, *, dataset=None, backbone: nn.Module | None = Non
         out_of_time = budget.end_epoch() or out_of_time
     bar.close()
     distributed.teardown(context)
-    return TrainResult(output_dir, history, best, step, context.is_main)
+    return TrainResult(output_dir, at.history, at.best, at.step, context.is_main)

@@ -1,7 +1,12 @@
-"""Errors raised for bad input data: they name the file (and line) and say how to fix it."""
+"""Errors about the user's input, and the one "did you mean" hint every part uses.
+
+Every message names what is wrong (the file and line, or the argument) and how to fix it; the
+command line prints it in one line (``mtfap CMD: error: ...``) and exits with status 2.
+"""
 
 from __future__ import annotations
 
+import difflib
 import warnings
 from pathlib import Path
 
@@ -48,3 +53,31 @@ class ProblemLog:
         self.warnings.append(message)
         if self.strict:
             warnings.warn(message, stacklevel=3)
+
+
+def closest_name(name: str, choices) -> str | None:
+    """The closest of ``choices`` to ``name`` (case-insensitive), or None.
+
+    >>> closest_name("smilng", ["Smiling", "Male"])
+    'Smiling'
+    """
+    lowered = {str(c).lower(): c for c in choices}
+    match = difflib.get_close_matches(str(name).lower(), list(lowered), n=1, cutoff=0.5)
+    return lowered[match[0]] if match else None
+
+
+def did_you_mean(name: str, choices) -> str:
+    """`` Did you mean 'x'?`` for the closest of ``choices`` to ``name``, or an empty string.
+
+    >>> did_you_mean("graf", ["graph", "independent"])
+    " Did you mean 'graph'?"
+    """
+    hint = closest_name(name, choices)
+    return f" Did you mean {hint!r}?" if hint else ""
+
+
+def unknown_name_error(kind: str, name: str, choices) -> ValueError:
+    """``ValueError("unknown KIND 'name'. Did you mean ...? Known KINDs: a, b, c")``."""
+    choices = [str(c) for c in choices]
+    return ValueError(f"unknown {kind} {name!r}.{did_you_mean(name, choices)} "
+                      f"Known {kind}s: {', '.join(choices)}")

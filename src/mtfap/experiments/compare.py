@@ -1,7 +1,7 @@
 """The main job: independent vs Scenario 1 (both solvers) vs Scenario 2, end to end.
 
 On frozen features (one vector per image), every method is fitted on the training split with
-hyper-parameters chosen on the identity-disjoint validation split (``mtfap.evaluation.sweep``)
+hyper-parameters chosen on the identity-disjoint validation split (``mtfap.experiments.sweep``)
 and measured once on the test split: per-attribute accuracy, the mean over attributes (the
 paper's Tables 1-2), balanced accuracy and identity-bootstrap 95 % intervals. The learned task
 graph of Scenario 2 is drawn and its clusters compared with the known groupings.
@@ -26,12 +26,17 @@ from tqdm.auto import tqdm
 
 from mtfap.data.dataset import FaceDataset
 from mtfap.data.features import FeatureSet
-from mtfap.evaluation.frozen import METHODS, check_methods, fit_method, is_seeded
-from mtfap.evaluation.metrics import EvaluationResult, evaluate_predictions, tune_thresholds
+from mtfap.evaluation.metrics import (
+    EvaluationResult,
+    evaluate_predictions,
+    tune_thresholds,
+)
 from mtfap.evaluation.paper import MTFAP_COLUMNS, paper_columns
-from mtfap.evaluation.reports import text_table, write_table
-from mtfap.evaluation.sweep import SweepResult, sweep_frozen
+from mtfap.experiments.features import ensure_features
+from mtfap.experiments.frozen import VARIANTS, check_methods, fit_method, is_seeded
+from mtfap.experiments.sweep import SweepResult, sweep_frozen
 from mtfap.heads.groupings import PRESETS
+from mtfap.io import text_table, write_table
 
 
 def pixel_features(dataset: FaceDataset, size: int = 24, n_components: int = 128,
@@ -44,7 +49,7 @@ def pixel_features(dataset: FaceDataset, size: int = 24, n_components: int = 128
     from sklearn.decomposition import PCA
 
     from mtfap.backbones.base import InputSpec
-    from mtfap.data.pipeline import make_loader
+    from mtfap.data.loader import make_loader
 
     loader = make_loader(dataset, InputSpec(size=(size, size)), train=False, batch_size=256,
                          cache_dir=cache_dir)
@@ -64,15 +69,10 @@ def pixel_features(dataset: FaceDataset, size: int = 24, n_components: int = 128
 
 def backbone_features(data: str, backbone: str, out: Path, cache_dir=None,
                       progress: bool = True) -> FeatureSet:
-    """Frozen ``backbone`` features of the dataset at ``data``, through ``mtfap features``
-    (which reuses ``out`` when it is up to date)."""
-    from mtfap.cli import build_parser
-    argv = ["features", str(data), "--backbone", backbone, "--out", str(out)]
-    argv += ["--cache-dir", str(cache_dir)] if cache_dir else []
-    argv += [] if progress else ["--no-progress"]
-    args = build_parser().parse_args(argv)
-    args.func(args)
-    return FeatureSet.load(out)
+    """Frozen ``backbone`` features of the dataset at ``data``, reusing ``out`` when it is up
+    to date (``mtfap.experiments.features.ensure_features``)."""
+    return ensure_features(data, out, backbone=backbone, cache_dir=cache_dir,
+                           progress=progress)[0]
 
 
 def with_scarce_labels(features: FeatureSet, fraction: float, count: int, seed: int
@@ -133,7 +133,7 @@ class Comparison:
             means = np.array([100 * r.mean_accuracy for r in runs])
             first = runs[0]
             rows[name] = {
-                "method": METHODS[name][2],
+                "method": VARIANTS[name].label,
                 "mean accuracy": means.mean(),
                 "sd over seeds": means.std(ddof=1) if len(means) > 1 else np.nan,
                 "runs": len(runs),
@@ -155,7 +155,7 @@ def compare_on_features(features: FeatureSet, methods=None, seeds=(0,), groups=N
     Parameters
     ----------
     features : frozen features with a train/val/test split.
-    methods : names of ``mtfap.evaluation.frozen.METHODS`` (default all four).
+    methods : names of ``mtfap.experiments.frozen.VARIANTS`` (default all four).
     seeds : seeds of the runs. A method whose fit has no randomness runs once per distinct
         input, not once per seed (its results would be identical); with ``scarce`` every seed
         draws other hidden labels, so every method runs once per seed.
@@ -166,7 +166,7 @@ def compare_on_features(features: FeatureSet, methods=None, seeds=(0,), groups=N
     threshold_tuning : per-attribute thresholds tuned on val instead of 0.5.
     n_bootstrap : bootstrap replicates of the test intervals.
     """
-    methods = check_methods(methods or list(METHODS))
+    methods = check_methods(methods or list(VARIANTS))
     test = features.get_split("test")
     if len(test) == 0:
         raise ValueError("these features have no test images; the comparison needs a "
@@ -251,5 +251,5 @@ def format_report(comparison: Comparison, paper: str | None = None) -> str:
     table = table.rename(columns={**short, "MTFAP without prior (paper)": "paper w/o prior",
                                   "MTFAP with prior (paper)": "paper prior"})
     summary = comparison.summary_table().drop(columns=["method", "params"]).rename(index=short)
-    legend = ", ".join(f"{short[m]} = {METHODS[m][2]}" for m in comparison.results)
+    legend = ", ".join(f"{short[m]} = {VARIANTS[m].label}" for m in comparison.results)
     return "\n".join([text_table(table), "", legend, "", text_table(summary)])

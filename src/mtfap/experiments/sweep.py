@@ -19,8 +19,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from mtfap.data.features import FeatureSet
-from mtfap.evaluation.frozen import METHODS, check_methods, fit_method, mean_accuracy
-from mtfap.evaluation.reports import save_figure, write_json
+from mtfap.experiments.frozen import VARIANTS, check_methods, fit_method, mean_accuracy
+from mtfap.io import save_figure, write_json
 
 #: The paper's hyper-parameters and a grid around each: lambda and gamma (Scenario 1, paper
 #: values 1e-2 and 1), xi (Scenario 2, paper value 0.75), and the ridge weight of eq. 1.
@@ -49,7 +49,7 @@ class SweepResult:
 
     def save(self, folder: str | Path, svg: bool = False) -> dict[str, Path]:
         """``sweep.json`` (chosen values, every fit), ``sweep.csv`` and the ``sweep.png`` figure."""
-        from mtfap.evaluation.reports import write_csv
+        from mtfap.io import write_csv
         folder = Path(folder)
         return {"json": write_json(folder / "sweep.json", self.to_dict()),
                 "csv": write_csv(folder / "sweep.csv", self.curves.set_index("method")),
@@ -100,13 +100,13 @@ def sweep_frozen(features: FeatureSet, methods=None, grid: dict | None = None, g
     Parameters
     ----------
     features : features with a train/val split (``mtfap features``).
-    methods : names from ``mtfap.evaluation.frozen.METHODS`` (default all).
+    methods : names from ``mtfap.experiments.frozen.VARIANTS`` (default all).
     grid : ``{method: {param: [values]}}``; missing methods use ``PAPER_GRID``.
     groups : the Scenario 1 grouping (preset, file or mapping; default the estimator's).
     seed : seed of the seeded methods.
     base_params : ``{method: {param: value}}`` fixed parameters to start from.
     """
-    methods = check_methods(methods or list(METHODS))
+    methods = check_methods(methods or list(VARIANTS))
     grid = check_grid(grid, methods)
     train, val = features.get_split("train"), features.get_split("val")
     if len(train) == 0 or len(val) == 0:
@@ -161,7 +161,7 @@ def plot_sweep(result: SweepResult, path: str | Path, svg: bool = False) -> list
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), squeeze=False)
     for ax, param in zip(axes[0], panels):
         for method, rows in curves[curves["param"] == param].groupby("method", sort=False):
-            label = METHODS[method][2] if method in METHODS else method
+            label = VARIANTS[method].label if method in VARIANTS else method
             line, = ax.plot(rows["value"], rows["val_mean_accuracy"], "o-", label=label)
             pick = rows[rows["value"] == result.chosen[method][param]]
             ax.scatter(pick["value"], pick["val_mean_accuracy"], s=160, facecolors="none",

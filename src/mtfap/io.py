@@ -1,4 +1,9 @@
-"""Writing results: JSON, CSV and Markdown tables, always atomically (temporary file, rename)."""
+"""Writing results: files replaced atomically, JSON, CSV and Markdown tables, figures.
+
+Everything the project writes goes through :func:`atomic_write`: a temporary file beside the
+target, renamed over it when complete, so a reader (or the next run after a kill) never sees a
+half-written file.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +16,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+TMP_MARK = ".tmp"  # every temporary file of atomic_write ends so: stale_temporaries finds them
+
 
 def atomic_write(path: str | Path, write) -> Path:
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, then ``os.replace`` it over
     ``path``: a reader never sees a half-written file, even if the process dies mid-write."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_MARK)
     os.close(fd)
     try:
         write(tmp)
@@ -32,16 +39,39 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
-def _jsonable(value):
-    """numpy scalars/arrays and NaN -> plain JSON values (NaN becomes null)."""
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def stale_temporaries(folder: str | Path) -> list[Path]:
+    """The temporary files that a killed :func:`atomic_write` left in ``folder``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and p.name.startswith(".") and p.name.endswith(TMP_MARK))
+
+
+def remove_stale_temporaries(folder: str | Path) -> int:
+    """Delete what :func:`stale_temporaries` finds; returns how many were removed."""
+    found = stale_temporaries(folder)
+    for path in found:
+        path.unlink(missing_ok=True)
+    return len(found)
+
+
+def jsonable(value):
+    """numpy scalars/arrays, paths and NaN -> plain JSON values (NaN becomes null)."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
+        return jsonable(value.tolist())
     if isinstance(value, (np.integer,)):
         return int(value)
+    if isinstance(value, (np.bool_,)):
+        return bool(value)
     if isinstance(value, (float, np.floating)):
         return None if math.isnan(value) else float(value)
     if isinstance(value, Path):
@@ -50,7 +80,7 @@ def _jsonable(value):
 
 
 def write_json(path: str | Path, obj) -> Path:
-    return atomic_write_text(path, json.dumps(_jsonable(obj), indent=2) + "\n")
+    return atomic_write_text(path, json.dumps(jsonable(obj), indent=2) + "\n")
 
 
 def write_csv(path: str | Path, frame: pd.DataFrame) -> Path:

@@ -1,40 +1,51 @@
-"""The head methods of the paper's comparison, fitted and scored on frozen features.
+"""The variants of the paper's comparison, fitted and scored on frozen features.
 
-Four methods, by name: the independent baseline (eq. 1), Scenario 1 with the prior groups and
+Four variants, by name: the independent baseline (eq. 1), Scenario 1 with the prior groups and
 either solver (eq. 3: the paper's Algorithms 1-2, or the proximal one), and Scenario 2 with
-the learned task graph (eq. 6-14, Algorithm 3). They are the estimators of ``mtfap.heads``,
-built by ``mtfap.training.features.make_head_estimator``.
+the learned task graph (eq. 6-14, Algorithm 3). A variant is a head method of
+``mtfap.heads.registry`` with some parameters fixed (the solver); its estimator is built by
+``mtfap.heads.make_head_estimator``.
 """
 
 from __future__ import annotations
 
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from threadpoolctl import threadpool_limits
 
 from mtfap.data.features import FeatureSet
+from mtfap.errors import did_you_mean
 from mtfap.evaluation.metrics import evaluate_predictions
+from mtfap.heads.registry import head_method, make_head_estimator
 
-#: name -> (head method, fixed estimator parameters, label for tables)
-METHODS: dict[str, tuple[str, dict, str]] = {
-    "independent": ("independent", {}, "Independent (eq. 1)"),
-    "lowrank_sparse_paper": ("lowrank_sparse", {"solver": "paper"},
-                             "Scenario 1, paper solver (Alg. 1-2)"),
-    "lowrank_sparse_proximal": ("lowrank_sparse", {"solver": "proximal"},
-                                "Scenario 1, proximal solver"),
-    "graph": ("graph", {}, "Scenario 2, learned graph (Alg. 3)"),
+
+@dataclass(frozen=True)
+class Variant:
+    """A head method of the comparison with some parameters fixed, and its label in tables."""
+
+    method: str
+    fixed: dict
+    label: str
+
+
+VARIANTS: dict[str, Variant] = {
+    "independent": Variant("independent", {}, "Independent (eq. 1)"),
+    "lowrank_sparse_paper": Variant("lowrank_sparse", {"solver": "paper"},
+                                    "Scenario 1, paper solver (Alg. 1-2)"),
+    "lowrank_sparse_proximal": Variant("lowrank_sparse", {"solver": "proximal"},
+                                       "Scenario 1, proximal solver"),
+    "graph": Variant("graph", {}, "Scenario 2, learned graph (Alg. 3)"),
 }
 
 
 def check_methods(names) -> list[str]:
-    """Validate method names (did-you-mean on a typo)."""
-    from mtfap.attributes import closest_name
+    """Validate variant names (did-you-mean on a typo)."""
     for name in names:
-        if name not in METHODS:
-            hint = closest_name(name, METHODS)
-            tip = f" Did you mean {hint!r}?" if hint else ""
-            raise ValueError(f"unknown method {name!r}.{tip} Methods: {', '.join(METHODS)}")
+        if name not in VARIANTS:
+            raise ValueError(f"unknown method {name!r}.{did_you_mean(name, VARIANTS)} "
+                             f"Methods: {', '.join(VARIANTS)}")
     return list(names)
 
 
@@ -58,13 +69,12 @@ def make_method(name: str, attributes, params: dict | None = None, groups=None, 
     groups : the task grouping of Scenario 1 (preset name, file or mapping); ignored otherwise.
     seed : ``random_state`` where the method has one (the paper solver's mini-batches).
     """
-    from mtfap.training.features import make_head_estimator
     check_methods([name])
-    head, fixed, _ = METHODS[name]
-    params = {**fixed, **(params or {})}
-    if head == "lowrank_sparse" and groups is not None:
+    variant = VARIANTS[name]
+    params = {**variant.fixed, **(params or {})}
+    if variant.method == "lowrank_sparse" and groups is not None:
         params.setdefault("groups", groups)
-    estimator = make_head_estimator(head, params, list(attributes))
+    estimator = make_head_estimator(variant.method, params, list(attributes))
     if "random_state" in estimator.get_params():
         estimator.set_params(random_state=seed)
     return estimator
@@ -72,9 +82,8 @@ def make_method(name: str, attributes, params: dict | None = None, groups=None, 
 
 def is_seeded(name: str) -> bool:
     """Whether the fit of method ``name`` depends on a seed (else all seeds give one result)."""
-    from mtfap.training.features import head_estimator_classes
-    head = METHODS[name][0]
-    return "random_state" in head_estimator_classes()[head]().get_params()
+    estimator = head_method(VARIANTS[name].method).estimator()
+    return "random_state" in estimator.get_params()
 
 
 def fit_method(name: str, train: FeatureSet, params: dict | None = None, groups=None,

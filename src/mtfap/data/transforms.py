@@ -1,0 +1,157 @@
+"""Per-image and per-batch transforms: the centre crop and resize of each backbone's input,
+normalisation, the seeded training augmentation and the test-time zoom.
+
+The path of one image::
+
+    file --decode, centre crop, resize--> uint8 (H, W, 3)   [cached: mtfap.data.cache]
+        --collate--> uint8 (N, 3, H, W) --/255, augment (train)--> float in [0, 1]
+        --normalise--> (x - mean) / std                        [what a backbone sees]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from mtfap.backbones.base import InputSpec
+
+# --------------------------------------------------------------------------------------------
+# Per-image preprocessing (PIL) and per-batch normalisation (torch)
+# --------------------------------------------------------------------------------------------
+
+def _check_spec(spec: InputSpec) -> tuple[int, int]:
+    height, width = (int(v) for v in spec.size)
+    if height < 1 or width < 1:
+        raise ValueError(f"InputSpec.size must be two positive pixel counts, got {spec.size}")
+    if not 0.0 < spec.crop <= 1.0:
+        raise ValueError(f"InputSpec.crop is the kept fraction of the shorter side and must be in "
+                         f"(0, 1], got {spec.crop}")
+    return height, width
+
+
+def centre_crop_box(width: int, height: int, crop: float) -> tuple[float, float, float, float]:
+    """The centred square (left, top, right, bottom) whose side is ``crop * min(width, height)``."""
+    side = crop * min(width, height)
+    left, top = (width - side) / 2, (height - side) / 2
+    return left, top, left + side, top + side
+
+
+def preprocess(image: Image.Image, spec: InputSpec) -> np.ndarray:
+    """Centre-crop a square (``spec.crop`` of the shorter side) and resize it to ``spec.size``.
+
+    Returns uint8 (H, W, 3). Resizing is PIL's bilinear filter, which widens its support when
+    shrinking, so it also anti-aliases downscaling. The crop is square: a non-square
+    ``spec.size`` stretches it.
+    """
+    height, width = _check_spec(spec)
+    box = centre_crop_box(*image.size, spec.crop)
+    resized = image.convert("RGB").resize((width, height), Image.Resampling.BILINEAR, box=box)
+    return np.array(resized, dtype=np.uint8)
+
+
+def normalize(images: torch.Tensor, spec: InputSpec) -> torch.Tensor:
+    """``(x - mean) / std`` per channel for a batch (N, 3, H, W).
+
+    ``images`` is uint8 in [0, 255] (divided by 255 here) or float already in [0, 1].
+    """
+    x = images.float()
+    mean = torch.tensor(spec.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    unit = 255.0 if images.dtype == torch.uint8 else 1.0
+    # One fused pass: x / (unit std) - mean / std.
+    return torch.addcmul(-mean / std, x, 1.0 / (unit * std))
+
+
+# --------------------------------------------------------------------------------------------
+# Seeded training augmentation on float batches in [0, 1]
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Light, face-preserving augmentation: flip, small random crop/translation, brightness and
+    contrast jitter.
+
+    The draws of image ``i`` in epoch ``e`` come from a generator seeded by ``(seed, e, i)``,
+    so a batch is the same whatever the batch composition, worker count or process.
+
+    flip_prob : probability of a horizontal flip.
+    scale : range of the side of the random square crop, as a fraction of the image side
+        (zoom in by up to ``1 / scale[0]``).
+    max_shift : extra translation beyond the image, as a fraction of the side (edges reflected).
+    brightness, contrast : factors b, c drawn uniformly in ``[1 - value, 1 + value]``;
+        ``x <- (b x - m) c + m`` with m the mean of ``b x`` over the image, then clipped to [0, 1].
+    """
+
+    flip_prob: float = 0.5
+    scale: tuple[float, float] = (0.85, 1.0)
+    max_shift: float = 0.05
+    brightness: float = 0.2
+    contrast: float = 0.2
+
+    def __post_init__(self):
+        low, high = self.scale
+        if not (0 <= self.flip_prob <= 1 and 0 < low <= high <= 1 and self.max_shift >= 0
+                and 0 <= self.brightness < 1 and 0 <= self.contrast < 1):
+            raise ValueError(f"invalid augmentation settings {self}: need 0 <= flip_prob <= 1, "
+                             "0 < scale[0] <= scale[1] <= 1, max_shift >= 0, "
+                             "0 <= brightness, contrast < 1")
+
+    def draw(self, indices, *, seed: int, epoch: int) -> np.ndarray:
+        """Per-image parameters, (N, 6): flip, crop side s, shift x, shift y, brightness, contrast."""
+        params = np.empty((len(indices), 6))
+        for row, index in enumerate(indices):
+            u = np.random.default_rng([seed, epoch, int(index)]).random(6)
+            side = self.scale[0] + (self.scale[1] - self.scale[0]) * u[1]
+            # In grid_sample coordinates the image spans [-1, 1]: a window of half-width s stays
+            # inside when its centre is within 1 - s; max_shift (fraction of the side) adds 2x.
+            reach = 1.0 - side + 2.0 * self.max_shift
+            params[row] = (u[0] < self.flip_prob, side, reach * (2 * u[2] - 1),
+                           reach * (2 * u[3] - 1), 1 + self.brightness * (2 * u[4] - 1),
+                           1 + self.contrast * (2 * u[5] - 1))
+        return params
+
+    def __call__(self, images: torch.Tensor, indices, *, seed: int, epoch: int) -> torch.Tensor:
+        """Augment float images (N, 3, H, W) in [0, 1]; ``indices`` are the dataset rows."""
+        p = torch.as_tensor(self.draw(indices, seed=seed, epoch=epoch), dtype=images.dtype)
+        flip = 1 - 2 * p[:, 0]  # -1 mirrors the x axis
+        if self.scale != (1.0, 1.0) or self.max_shift > 0:
+            # Output pixel (x, y) in [-1, 1]^2 samples input (flip s x + t_x, s y + t_y): crop,
+            # translation and flip in one bilinear resampling.
+            theta = torch.zeros(len(images), 2, 3, dtype=images.dtype)
+            theta[:, 0, 0], theta[:, 0, 2] = flip * p[:, 1], p[:, 2]
+            theta[:, 1, 1], theta[:, 1, 2] = p[:, 1], p[:, 3]
+            x = _resample(images, theta)
+        else:
+            x = images.clone()
+            flipped = torch.nonzero(flip < 0).flatten()
+            x[flipped] = images[flipped].flip(-1)
+        if self.brightness == 0 and self.contrast == 0:
+            return x
+        # (b x - m) c + m with m = mean(b x) = b mean(x) is one affine map a x + o per image.
+        b, c = p[:, 4], p[:, 5]
+        offset = (b * x.mean(dim=(1, 2, 3)) * (1 - c)).view(-1, 1, 1, 1)
+        return torch.addcmul(offset, x, (b * c).view(-1, 1, 1, 1)).clamp_(0.0, 1.0)
+
+
+def centre_zoom(images: torch.Tensor, side: float) -> torch.Tensor:
+    """The centre square of ``side`` (a fraction of the image side) of each image (N, C, H, W),
+    resampled bilinearly to the full size: the test-time view that matches a training crop of
+    that side (``Augmentation.scale``). ``side = 1`` returns the images unchanged."""
+    if not 0 < side <= 1:
+        raise ValueError(f"zoom side must be in (0, 1], got {side!r}")
+    if side == 1:
+        return images
+    theta = images.new_tensor([[side, 0.0, 0.0], [0.0, side, 0.0]]).expand(len(images), 2, 3)
+    return _resample(images, theta)
+
+
+def _resample(images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Bilinear resampling of ``images`` (N, C, H, W) through the affine maps ``theta`` (N, 2, 3)
+    in grid_sample coordinates (the image spans [-1, 1]; pixel centres, edges reflected)."""
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection",
+                         align_corners=False)
