@@ -14,9 +14,10 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 TMP_MARK = ".tmp"  # every temporary file of atomic_write ends so: stale_temporaries finds them
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def atomic_write(path: str | Path, write) -> Path:
@@ -26,6 +27,7 @@ def atomic_write(path: str | Path, write) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_MARK)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
     try:
         write(tmp)
         os.replace(tmp, path)
@@ -83,12 +85,15 @@ def write_json(path: str | Path, obj) -> Path:
     return atomic_write_text(path, json.dumps(jsonable(obj), indent=2) + "\n")
 
 
-def write_csv(path: str | Path, frame: pd.DataFrame) -> Path:
+def write_csv(path: str | Path, frame) -> Path:
     return atomic_write_text(path, frame.to_csv(float_format="%.4f"))
 
 
-def markdown_table(frame: pd.DataFrame, digits: int = 2) -> str:
-    """A GitHub Markdown table of ``frame`` (index as the first column); NaN shows as '-'."""
+def markdown_table(frame, digits: int = 2) -> str:
+    """A GitHub Markdown table of the DataFrame ``frame`` (index as the first column); NaN
+    shows as '-'."""
+    import pandas as pd  # here, not at the top: pandas costs half a second of every start-up
+
     def cell(value):
         if isinstance(value, (float, np.floating)):
             return "-" if math.isnan(value) else f"{value:.{digits}f}"
@@ -100,7 +105,7 @@ def markdown_table(frame: pd.DataFrame, digits: int = 2) -> str:
     return "\n".join("| " + " | ".join(r) + " |" for r in [header, rule, *rows]) + "\n"
 
 
-def text_table(frame: pd.DataFrame, digits: int = 2) -> str:
+def text_table(frame, digits: int = 2) -> str:
     """A plain aligned text table for the terminal; NaN shows as '-'."""
     formatted = frame.apply(lambda col: col.map(
         lambda v: "-" if isinstance(v, (float, np.floating)) and math.isnan(v)
@@ -108,7 +113,7 @@ def text_table(frame: pd.DataFrame, digits: int = 2) -> str:
     return formatted.to_string()
 
 
-def write_table(stem: str | Path, frame: pd.DataFrame, digits: int = 2, title: str | None = None,
+def write_table(stem: str | Path, frame, digits: int = 2, title: str | None = None,
                 extra: dict | None = None) -> dict[str, Path]:
     """Write ``frame`` as ``stem.csv``, ``stem.md`` and ``stem.json`` (with ``extra`` merged in).
 

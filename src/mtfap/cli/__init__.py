@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-from mtfap import __version__
+from mtfap.version import __version__
 
 # Sub-command modules, in the order ``mtfap --help`` lists them.
 COMMANDS: tuple[str, ...] = ("data", "train", "features", "fit_heads", "compare", "evaluate", "sweep", "graph", "cam")
