@@ -307,3 +307,22 @@ def test_default_cache_dir_follows_the_environment(toy, tmp_path, monkeypatch):
     build_cache(toy, SPEC, progress=False)
     assert (tmp_path / "env-cache" / "decoded").is_dir()
     assert os.listdir(tmp_path / "env-cache" / "decoded")
+
+
+def test_framing_shows_a_turned_window_and_leaves_the_other_draws_alone():
+    images = torch.rand(64, 3, 40, 40) * 0.9 + 0.1  # no pixel is black before framing
+    plain = Augmentation()(images, range(64), seed=3, epoch=1)
+    framed = Augmentation(frame_prob=0.5, frame_side=(0.5, 0.5), frame_angle=0.0,
+                          frame_jitter=0.0, frame_centre=(0.5, 0.5))
+    out = framed(images, range(64), seed=3, epoch=1)
+    black = (out == 0).all(dim=1)  # (N, H, W): pixels blacked out by the framing
+    hit = black.flatten(1).any(dim=1)
+    assert 16 < int(hit.sum()) < 48  # about half the images are framed
+    # Outside the framing, every draw (flip, crop, shift, brightness, contrast) is the same.
+    assert torch.equal(out[~hit], plain[~hit])
+    inside = ~black[hit]
+    # An upright centred window of half the side: rows and columns 10..29 are kept.
+    assert inside[:, 10:30, 10:30].all() and not inside[:, :9].any() and not inside[:, 31:].any()
+    assert torch.equal(out[hit][:, :, 10:30, 10:30], plain[hit][:, :, 10:30, 10:30])
+    with pytest.raises(ValueError, match="frame_prob"):
+        Augmentation(frame_prob=1.5)

@@ -84,6 +84,12 @@ class Augmentation:
     max_shift : extra translation beyond the image, as a fraction of the side (edges reflected).
     brightness, contrast : factors b, c drawn uniformly in ``[1 - value, 1 + value]``;
         ``x <- (b x - m) c + m`` with m the mean of ``b x`` over the image, then clipped to [0, 1].
+    frame_prob : probability of showing only a window of the image, black outside: what a
+        tight face crop (an ID photo, another detector's output, FairFace) looks like once
+        aligned into a training framing that also shows hair, neck and background. The window
+        is a square of side ``frame_side`` (fractions of the image side), centred at
+        ``frame_centre`` (x, y fractions) moved by up to ``frame_jitter``, turned by up to
+        ``frame_angle`` degrees. 0 (the default) draws nothing of it.
     """
 
     flip_prob: float = 0.5
@@ -91,6 +97,11 @@ class Augmentation:
     max_shift: float = 0.05
     brightness: float = 0.2
     contrast: float = 0.2
+    frame_prob: float = 0.0
+    frame_side: tuple[float, float] = (0.5, 0.8)
+    frame_centre: tuple[float, float] = (0.5, 0.62)
+    frame_jitter: float = 0.04
+    frame_angle: float = 15.0
 
     def __post_init__(self):
         low, high = self.scale
@@ -99,9 +110,20 @@ class Augmentation:
             raise ValueError(f"invalid augmentation settings {self}: need 0 <= flip_prob <= 1, "
                              "0 < scale[0] <= scale[1] <= 1, max_shift >= 0, "
                              "0 <= brightness, contrast < 1")
+        side_low, side_high = self.frame_side
+        if not (0 <= self.frame_prob <= 1 and 0 < side_low <= side_high
+                and self.frame_jitter >= 0 and 0 <= self.frame_angle <= 90
+                and len(self.frame_centre) == 2):
+            raise ValueError(f"invalid augmentation settings {self}: need 0 <= frame_prob <= 1, "
+                             "0 < frame_side[0] <= frame_side[1], frame_jitter >= 0, "
+                             "0 <= frame_angle <= 90, frame_centre = (x, y)")
 
     def draw(self, indices, *, seed: int, epoch: int) -> np.ndarray:
-        """Per-image parameters, (N, 6): flip, crop side s, shift x, shift y, brightness, contrast."""
+        """Per-image parameters, (N, 6): flip, crop side s, shift x, shift y, brightness, contrast.
+
+        The draws of each image come from its own generator; the framing (:meth:`frame_masks`)
+        takes the next five numbers of the same stream, so these six do not change with it.
+        """
         params = np.empty((len(indices), 6))
         for row, index in enumerate(indices):
             u = np.random.default_rng([seed, epoch, int(index)]).random(6)
@@ -129,12 +151,37 @@ class Augmentation:
             x = images.clone()
             flipped = torch.nonzero(flip < 0).flatten()
             x[flipped] = images[flipped].flip(-1)
-        if self.brightness == 0 and self.contrast == 0:
-            return x
-        # (b x - m) c + m with m = mean(b x) = b mean(x) is one affine map a x + o per image.
-        b, c = p[:, 4], p[:, 5]
-        offset = (b * x.mean(dim=(1, 2, 3)) * (1 - c)).view(-1, 1, 1, 1)
-        return torch.addcmul(offset, x, (b * c).view(-1, 1, 1, 1)).clamp_(0.0, 1.0)
+        if self.brightness != 0 or self.contrast != 0:
+            # (b x - m) c + m with m = mean(b x) = b mean(x) is one affine map a x + o per image.
+            b, c = p[:, 4], p[:, 5]
+            offset = (b * x.mean(dim=(1, 2, 3)) * (1 - c)).view(-1, 1, 1, 1)
+            x = torch.addcmul(offset, x, (b * c).view(-1, 1, 1, 1)).clamp_(0.0, 1.0)
+        if self.frame_prob > 0:
+            x = x * self.frame_masks(indices, x.shape[-2:], seed=seed, epoch=epoch).to(x.dtype)
+        return x
+
+    def frame_masks(self, indices, size, *, seed: int, epoch: int) -> torch.Tensor:
+        """(N, 1, H, W) masks of the framing: 1 inside each image's window, 0 outside; all ones
+        for the images not drawn to be framed (see ``frame_prob``)."""
+        height, width = (int(v) for v in size)
+        draws = np.stack([np.random.default_rng([seed, epoch, int(index)]).random(11)[6:]
+                          for index in indices])
+        framed = draws[:, 0] < self.frame_prob
+        side = self.frame_side[0] + (self.frame_side[1] - self.frame_side[0]) * draws[:, 1]
+        centre_x = self.frame_centre[0] + self.frame_jitter * (2 * draws[:, 2] - 1)
+        centre_y = self.frame_centre[1] + self.frame_jitter * (2 * draws[:, 3] - 1)
+        angle = np.radians(self.frame_angle * (2 * draws[:, 4] - 1))
+        # Pixel centres as fractions of the image side, relative to the window's centre, turned
+        # into the window's own axes.
+        ys = (torch.arange(height, dtype=torch.float64) + 0.5) / height
+        xs = (torch.arange(width, dtype=torch.float64) + 0.5) / width
+        dx = xs.view(1, 1, -1) - torch.as_tensor(centre_x).view(-1, 1, 1)
+        dy = ys.view(1, -1, 1) - torch.as_tensor(centre_y).view(-1, 1, 1)
+        cos, sin = (torch.as_tensor(f(angle)).view(-1, 1, 1) for f in (np.cos, np.sin))
+        half = torch.as_tensor(side / 2).view(-1, 1, 1)
+        inside = ((cos * dx + sin * dy).abs() <= half) & ((-sin * dx + cos * dy).abs() <= half)
+        inside |= torch.as_tensor(~framed).view(-1, 1, 1)
+        return inside.unsqueeze(1).float()
 
 
 def centre_zoom(images: torch.Tensor, side: float) -> torch.Tensor:

@@ -122,8 +122,8 @@ class TrainConfig:
         try:
             self.make_augmentation()
         except TypeError as err:
-            raise ValueError(f"config augmentation: {err}; known settings are flip_prob, scale, "
-                             "max_shift, brightness, contrast") from None
+            known = ", ".join(f.name for f in fields(Augmentation))
+            raise ValueError(f"config augmentation: {err}; known settings are {known}") from None
         for name in ("max_steps", "time_budget_minutes"):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ValueError(f"config {name} must be > 0 or None, got "
