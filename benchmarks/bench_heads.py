@@ -29,6 +29,7 @@ from threadpoolctl import threadpool_limits
 
 from mtfap.data.features import FeatureSet
 from mtfap.data.splits import least_frequent_attributes, scarce_labels
+from mtfap.evaluation.metrics import EvaluationResult, evaluate_predictions
 from mtfap.heads import GraphHeads, IndependentHeads, LowRankSparseHeads
 
 # method name -> (estimator class, fixed parameters, grid of tuned parameters)
@@ -59,10 +60,14 @@ METHODS = {
 }
 
 
-def mean_accuracy(predicted, labels, mask, columns=None):
-    """Mean over attributes of the accuracy on known labels (optionally on some columns)."""
-    correct = ((predicted == labels) & mask).sum(0) / mask.sum(0)
-    return float(correct.mean() if columns is None else correct[columns].mean())
+def evaluate(predicted, part: FeatureSet) -> EvaluationResult:
+    """Per-attribute accuracy of 0/1 predictions on the known labels of ``part``.
+
+    The predictions are the scores: at the default threshold 0.5 they predict themselves, so
+    the decision stays the estimator's own (``predict``: logit > 0). No bootstrap intervals.
+    """
+    return evaluate_predictions(predicted, part.labels, part.mask, part.attributes,
+                                n_bootstrap=0)
 
 
 def structure(est) -> dict:
@@ -99,7 +104,11 @@ def sklearn_baseline(train, test):
 
 def sweep_graph_sparsity(train, values=(1.0, 2.0, 4.0, 8.0, 16.0)) -> dict:
     """Clusters of the Kalofolias graph of independent heads for several sparsity knobs."""
-    from mtfap.heads.graph_learning import graph_clusters, learn_task_graph, threshold_graph
+    from mtfap.heads.graph_learning import (
+        graph_clusters,
+        learn_task_graph,
+        threshold_graph,
+    )
     heads = IndependentHeads(lam=1e-3).fit(train.X, train.labels, train.mask)
     out = {}
     for value in values:
@@ -135,7 +144,7 @@ def run(args):
     wants_sklearn = not args.methods or "sklearn" in args.methods
     if args.part in ("full", "both") and wants_sklearn and "sklearn" not in results:
         predicted, wall, cpu = sklearn_baseline(train, test)
-        results["sklearn"] = {"test_accuracy": mean_accuracy(predicted, test.labels, test.mask),
+        results["sklearn"] = {"test_accuracy": evaluate(predicted, test).mean_accuracy,
                               "wall_s": wall, "cpu_s": cpu}
         save()
 
@@ -148,11 +157,12 @@ def run(args):
                 continue
             est = cls(**fixed, **params)
             wall, cpu = timed_fit(est, train_set.X, train_set.labels, train_set.mask)
+            on_val, on_test = evaluate(est.predict(val.X), val), evaluate(est.predict(test.X), test)
             runs[tag] = {"params": params, "wall_s": wall, "cpu_s": cpu, "n_iter": est.n_iter_,
-                         "val_accuracy": est.score(val.X, val.labels, val.mask),
-                         "test_accuracy": est.score(test.X, test.labels, test.mask),
-                         "test_accuracy_scarce_attributes": mean_accuracy(
-                             est.predict(test.X), test.labels, test.mask, scarce_cols),
+                         "val_accuracy": on_val.mean_accuracy,
+                         "test_accuracy": on_test.mean_accuracy,
+                         "test_accuracy_scarce_attributes": float(
+                             np.nanmean(on_test.accuracy[scarce_cols])),
                          **structure(est)}
             print(key, runs[tag], flush=True)
             save()
@@ -182,8 +192,8 @@ def report(paths) -> str:
     for path in paths:
         for key, value in json.loads(Path(path).read_text()).items():
             results.setdefault(key, {}).update(value)
-    lines = ["| method | chosen on val | val acc | test acc | test acc, 30 rarest | fit wall s | "
-             "fit CPU s |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [("| method | chosen on val | val acc | test acc | test acc, 30 rarest | fit wall s | "
+              "fit CPU s |"), "| --- | --- | --- | --- | --- | --- | --- |"]
     if "sklearn" in results:
         sk = results["sklearn"]
         lines.append(f"| scikit-learn LogisticRegression x 40 | C = 1 | - | "

@@ -7,7 +7,7 @@ from mtfap.evaluation.paper import comparison_table, paper_columns, paper_means
 
 
 def test_published_means_are_those_of_the_design_page():
-    # DESIGN.md section 3 lists these means, computed from the per-attribute columns.
+    # docs/METHOD.md section 7 lists these means, computed from the per-attribute columns.
     assert paper_means("celeba")["MTFAP with prior (paper)"] == pytest.approx(93.52, abs=0.01)
     assert paper_means("celeba")["MTFAP without prior (paper)"] == pytest.approx(91.47, abs=0.01)
     assert paper_means("lfwa")["MTFAP with prior (paper)"] == pytest.approx(90.05, abs=0.01)

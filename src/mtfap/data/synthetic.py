@@ -96,6 +96,10 @@ texture excludes the others), so compare groups by the size of correlations, not
 _HAIR_RGB = {"Black_Hair": (28, 22, 22), "Brown_Hair": (110, 68, 36),
              "Blond_Hair": (226, 190, 112), None: (165, 62, 30)}
 _PALE_SKIN = (252, 234, 226)
+_GREY_STREAK = (205, 205, 205)
+_BLACK, _WHITE = (0, 0, 0), (255, 255, 255)
+_STRAIGHT, _WAVY, _CURLY = 0, 1, 2  # hair textures
+_EYE_OFFSET = 0.09  # the eyes (and the lenses of glasses) sit this far either side of the centre
 
 
 def _sigmoid(x):
@@ -158,8 +162,397 @@ def sample_faces(n: int, seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str
     return labels, look, identities
 
 
-def _mix(colour, other, t: float) -> tuple[int, int, int]:
-    return tuple(int(round((1 - t) * c + t * o)) for c, o in zip(colour, other))
+def _mix(colour, other, fraction: float) -> tuple[int, int, int]:
+    """``colour`` moved ``fraction`` of the way towards ``other``."""
+    return tuple(int(round((1 - fraction) * c + fraction * o)) for c, o in zip(colour, other))
+
+
+class _Canvas:
+    """A PIL drawing addressed in image units: (0, 0) is the top-left corner, (1, 1) the
+    bottom-right; line widths are in image units too."""
+
+    def __init__(self, image: Image.Image):
+        self.draw = ImageDraw.Draw(image)
+        self.scale = image.width
+
+    def at(self, x, y) -> tuple:
+        return (x * self.scale, y * self.scale)
+
+    def width(self, line_width: float) -> int:
+        return max(1, int(round(line_width * self.scale)))
+
+    def ellipse(self, x, y, radius_x, radius_y, **style):
+        corners = [self.at(x - radius_x, y - radius_y), self.at(x + radius_x, y + radius_y)]
+        self.draw.ellipse(corners, **style)
+
+    def line(self, points, colour, line_width: float):
+        self.draw.line([self.at(x, y) for x, y in points], fill=colour,
+                       width=self.width(line_width))
+
+    def polygon(self, points, colour):
+        self.draw.polygon([self.at(x, y) for x, y in points], fill=colour)
+
+    def rectangle(self, left, top, right, bottom, colour):
+        self.draw.rectangle([self.at(left, top), self.at(right, bottom)], fill=colour)
+
+
+@dataclass(frozen=True)
+class _FaceLayout:
+    """Where the parts of a face are, in image units."""
+
+    cx: float  # centre of the face
+    cy: float
+    half_width: float
+    half_height: float
+    eye_y: float
+    nose_y: float
+    mouth_y: float
+    hairline_y: float
+
+
+def _face_layout(labels: dict, shift) -> _FaceLayout:
+    """A chubby (and slightly, a male) face is wider, an oval one longer; ``shift`` moves it."""
+    cx, cy = 0.5 + shift[0], 0.47 + shift[1]
+    return _FaceLayout(cx, cy,
+                       half_width=0.20 + 0.045 * labels["Chubby"] + 0.012 * labels["Male"],
+                       half_height=0.26 + 0.045 * labels["Oval_Face"],
+                       eye_y=cy - 0.04, nose_y=cy + 0.075, mouth_y=cy + 0.155, hairline_y=cy - 0.16)
+
+
+@dataclass(frozen=True)
+class _Hair:
+    """How the hair of one face is drawn."""
+
+    colour: tuple
+    strand_colour: tuple  # contrasts with the hair: lighter on dark hair, darker on light hair
+    texture: int  # _STRAIGHT, _WAVY or _CURLY
+    wave_phase: float
+    grey: bool  # some strands are grey streaks
+    long: bool  # falls behind the head to the shoulders
+
+
+def _hair_of(labels: dict, look: dict) -> _Hair:
+    name = next((name for name in _HAIR_RGB if name and labels[name]), None)
+    colour = tuple(int(c) for c in np.clip(np.add(_HAIR_RGB[name], look["hair_shade"]), 0, 255))
+    strand_colour = _mix(colour, _WHITE, 0.3) if sum(colour) < 240 else _mix(colour, _BLACK, 0.35)
+    texture = _STRAIGHT if labels["Straight_Hair"] else _WAVY if labels["Wavy_Hair"] else _CURLY
+    return _Hair(colour, strand_colour, texture, float(look["waves"]), bool(labels["Gray_Hair"]),
+                 long=not labels["Male"])
+
+
+def _draw_strand(canvas: _Canvas, hair: _Hair, x, top, bottom, colour, line_width=0.008):
+    """One hair strand from (x, top) down to ``bottom``, in the hair's texture."""
+    ys = np.linspace(top, bottom, 8)
+    if hair.texture == _STRAIGHT:
+        canvas.line([(x, top), (x, bottom)], colour, line_width)
+    elif hair.texture == _WAVY:
+        canvas.line(zip(x + 0.018 * np.sin(hair.wave_phase + ys * 60), ys), colour, line_width)
+    else:  # curly: a column of rings
+        for y in ys[::2]:
+            canvas.ellipse(x, y, 0.014, 0.014, outline=colour, width=canvas.width(line_width))
+
+
+def _draw_long_hair(canvas: _Canvas, face: _FaceLayout, hair: _Hair):
+    """Hair behind the head, falling to the shoulders, with strands on both sides."""
+    cx, cy, half_width = face.cx, face.cy, face.half_width
+    canvas.rectangle(cx - half_width - 0.075, cy - 0.1, cx + half_width + 0.075, cy + 0.36,
+                     hair.colour)
+    canvas.ellipse(cx, cy - 0.06, half_width + 0.075, face.half_height + 0.07, fill=hair.colour)
+    for side in (-1, 1):
+        for k in range(3):
+            x = cx + side * (half_width + 0.018 + 0.025 * k)
+            colour = _GREY_STREAK if hair.grey and k != 1 else hair.strand_colour
+            _draw_strand(canvas, hair, x, cy - 0.1, cy + 0.34, colour)
+
+
+def _draw_shoulders_and_neck(canvas: _Canvas, face: _FaceLayout, male, clothes, neck_skin):
+    """Clothed shoulders (broader for a man) and the neck."""
+    canvas.ellipse(face.cx, 1.12, 0.44 + 0.06 * male, 0.27, fill=tuple(clothes))
+    canvas.rectangle(face.cx - 0.075, face.cy + 0.15, face.cx + 0.075, 0.9, neck_skin)
+
+
+def _draw_necktie(canvas: _Canvas, cx, tie_colour):
+    """A white collar and a tie (knot and blade) at the bottom of the image."""
+    collar = (245, 245, 245)
+    canvas.polygon([(cx - 0.075, 0.86), (cx, 0.92), (cx - 0.02, 0.84)], collar)
+    canvas.polygon([(cx + 0.075, 0.86), (cx, 0.92), (cx + 0.02, 0.84)], collar)
+    tie = tuple(tie_colour)
+    knot = [(cx - 0.022, 0.88), (cx + 0.022, 0.88), (cx + 0.014, 0.92), (cx - 0.014, 0.92)]
+    canvas.polygon(knot, tie)
+    blade = [(cx - 0.014, 0.92), (cx + 0.014, 0.92), (cx + 0.04, 1.0), (cx - 0.04, 1.0)]
+    canvas.polygon(blade, tie)
+
+
+def _draw_necklace(canvas: _Canvas, cx):
+    """Gold beads on an arc below the neck."""
+    for angle in np.linspace(0.15, 0.85, 9) * np.pi:
+        canvas.ellipse(cx + 0.08 * math.cos(angle), 0.80 + 0.05 * math.sin(angle), 0.01, 0.01,
+                       fill=(235, 200, 60))
+
+
+def _draw_ears(canvas: _Canvas, face: _FaceLayout, ear_skin):
+    for side in (-1, 1):
+        canvas.ellipse(face.cx + side * face.half_width, face.cy, 0.035, 0.055, fill=ear_skin)
+
+
+def _draw_face_shape(canvas: _Canvas, face: _FaceLayout, skin, square_jaw) -> tuple:
+    """The face: an ellipse whose lower half is a superellipse (squarer for a square jaw).
+
+    Returns the outline, ``(xs, ys)``.
+    """
+    jaw_power = 2.8 if square_jaw else 2.0  # superellipse exponent
+    angle = np.linspace(0, 2 * np.pi, 48, endpoint=False)
+    cos, sin = np.cos(angle), np.sin(angle)
+    power = np.where(sin > 0, jaw_power, 2.0)
+    xs = face.cx + face.half_width * np.sign(cos) * np.abs(cos) ** (2 / power)
+    ys = face.cy + face.half_height * np.sign(sin) * np.abs(sin) ** (2 / power)
+    canvas.polygon(zip(xs, ys), skin)
+    return xs, ys
+
+
+def _draw_double_chin(canvas: _Canvas, face: _FaceLayout, skin):
+    """A fold above the chin line and a second chin below it."""
+    cx, chin_y = face.cx, face.cy + face.half_height
+    fold = _mix(skin, _BLACK, 0.45)
+    canvas.ellipse(cx, chin_y + 0.01, 0.1, 0.045, fill=_mix(skin, _BLACK, 0.08), outline=fold,
+                   width=canvas.width(0.014))
+    canvas.draw.arc([canvas.at(cx - 0.09, chin_y - 0.06), canvas.at(cx + 0.09, chin_y - 0.01)],
+                    25, 155, fill=fold, width=canvas.width(0.014))
+
+
+def _draw_stubble(canvas: _Canvas, face: _FaceLayout, outline, skin, stubble_colour):
+    """A five o'clock shadow: a tint on the jaw below the nose, stippled with stubble."""
+    cx, cy, half_width, half_height = face.cx, face.cy, face.half_width, face.half_height
+    jaw = [(x, y) for x, y in zip(*outline) if y > face.nose_y - 0.01]
+    canvas.polygon(jaw, _mix(skin, (40, 35, 35), 0.35))
+    grid = np.mgrid[face.nose_y:cy + half_height:0.022,
+                    cx - half_width:cx + half_width:0.022].reshape(2, -1).T
+    inside = ((grid[:, 1] - cx) / half_width) ** 2 + ((grid[:, 0] - cy) / half_height) ** 2 < 0.85
+    scale = canvas.scale
+    dots = [(x * scale + dx, y * scale + dy)  # 2 x 2 pixels each
+            for y, x in grid[inside] for dx in (0, 1) for dy in (0, 1)]
+    canvas.draw.point(dots, fill=stubble_colour)
+
+
+def _draw_cheeks(canvas: _Canvas, face: _FaceLayout, skin, high_cheekbones, rosy):
+    cx, cy = face.cx, face.cy
+    for side in (-1, 1):
+        if high_cheekbones:  # a highlight on the bone and a shadow beneath it
+            canvas.ellipse(cx + side * 0.115, cy + 0.025, 0.05, 0.022,
+                           fill=_mix(skin, _WHITE, 0.55))
+            canvas.line([(cx + side * 0.17, cy + 0.045), (cx + side * 0.085, cy + 0.105)],
+                        _mix(skin, _BLACK, 0.45), 0.016)
+        if rosy:
+            canvas.ellipse(cx + side * 0.11, cy + 0.08, 0.05, 0.035,
+                           fill=_mix(skin, (235, 70, 95), 0.55))
+
+
+def _draw_wrinkles(canvas: _Canvas, face: _FaceLayout, skin):
+    """Forehead lines, nasolabial folds and crow's feet: an older face."""
+    cx, cy, eye_y = face.cx, face.cy, face.eye_y
+    wrinkle = _mix(skin, _BLACK, 0.6)
+    for y in (cy - 0.14, cy - 0.115, cy - 0.09):
+        canvas.line([(cx - 0.085, y), (cx + 0.085, y)], wrinkle, 0.011)
+    for side in (-1, 1):
+        canvas.line([(cx + side * 0.045, face.nose_y - 0.005),
+                     (cx + side * 0.09, face.mouth_y + 0.02)], wrinkle, 0.013)
+        for dy in (-0.015, 0.012):
+            canvas.line([(cx + side * 0.15, eye_y + dy * 0.3), (cx + side * 0.18, eye_y + dy)],
+                        wrinkle, 0.01)
+
+
+def _draw_eye(canvas: _Canvas, x, y, half_width, half_height, labels: dict, skin, iris_colour):
+    """One eye centred on (x, y), with eye shadow and bags under it when labelled."""
+    makeup = labels["Heavy_Makeup"]
+    if makeup:  # eye shadow
+        canvas.ellipse(x, y - 0.017, half_width + 0.016, half_height + 0.018, fill=(125, 70, 150))
+    if labels["Bags_Under_Eyes"]:
+        canvas.ellipse(x, y + half_height + 0.012, half_width + 0.004, 0.02,
+                       fill=_mix(skin, (60, 25, 45), 0.6))
+    canvas.ellipse(x, y, half_width, half_height, fill=(250, 250, 250),
+                   outline=(10, 10, 10) if makeup else None,
+                   width=canvas.width(0.012) if makeup else 1)
+    iris = min(half_height, 0.02)
+    canvas.ellipse(x, y, iris, iris, fill=tuple(iris_colour))
+    canvas.ellipse(x, y, iris * 0.5, iris * 0.5, fill=_BLACK)  # pupil
+    if labels["Attractive"]:  # a catch-light
+        canvas.ellipse(x + 0.006, y - 0.006, 0.006, 0.006, fill=_WHITE)
+
+
+def _draw_brow(canvas: _Canvas, x, y, side, arched, bushy, colour):
+    """The brow over the eye at ``x`` on ``side`` (-1: the image's left, 1: its right)."""
+    arch = 0.028 if arched else 0.004
+    canvas.line([(x - side * 0.055, y + 0.01), (x + side * 0.005, y - arch),
+                 (x + side * 0.055, y + 0.012)], colour, 0.026 if bushy else 0.009)
+
+
+def _draw_eyes_and_brows(canvas: _Canvas, face: _FaceLayout, labels: dict, skin, iris_colour,
+                         brow_colour):
+    eye_half_width = 0.042 + 0.014 * labels["Attractive"]
+    eye_half_height = (0.012 if labels["Narrow_Eyes"] else 0.024) + 0.004 * labels["Attractive"]
+    for side in (-1, 1):
+        x = face.cx + side * _EYE_OFFSET
+        _draw_eye(canvas, x, face.eye_y, eye_half_width, eye_half_height, labels, skin, iris_colour)
+        _draw_brow(canvas, x, face.eye_y - eye_half_height - 0.035, side,
+                   arched=labels["Arched_Eyebrows"], bushy=labels["Bushy_Eyebrows"],
+                   colour=brow_colour)
+
+
+def _draw_nose(canvas: _Canvas, face: _FaceLayout, skin, big, pointy):
+    """Bridge lines and nostrils; a big nose is longer and wider, a pointy one ends in a sharp
+    shaded tip instead of a round bulb."""
+    cx = face.cx
+    half_width = 0.05 if big else 0.028
+    top = face.eye_y + (0.0 if big else 0.04)
+    bottom = face.nose_y + (0.015 if big else 0.0)
+    shade = _mix(skin, _BLACK, 0.45)
+    if pointy:  # a dark wedge ending in a point
+        canvas.polygon([(cx - half_width * 0.5, bottom - 0.035),
+                        (cx + half_width * 0.5, bottom - 0.035), (cx, bottom + 0.04)], shade)
+    else:  # a round, lit bulb
+        canvas.ellipse(cx, bottom - 0.006, half_width, half_width * 0.8,
+                       fill=_mix(skin, _WHITE, 0.3), outline=shade, width=canvas.width(0.01))
+    for side in (-1, 1):
+        canvas.line([(cx + side * 0.012, top), (cx + side * half_width * 0.8, bottom - 0.012)],
+                    shade, 0.01)
+        canvas.ellipse(cx + side * half_width * 0.6, bottom + 0.006, 0.011, 0.007, fill=shade)
+
+
+@dataclass(frozen=True)
+class _Mouth:
+    """What the facial hair around a drawn mouth needs to know."""
+
+    half_width: float
+    lip: float  # thickness of each lip at the middle
+    gap: float  # opening between the lips
+    parting: np.ndarray  # height of the line between the lips, at 11 points from left to right
+
+
+def _draw_mouth(canvas: _Canvas, face: _FaceLayout, labels: dict, skin) -> _Mouth:
+    """A curve whose middle dips when smiling, with lips above and below it; teeth show in an
+    open mouth."""
+    half_width = 0.07 + 0.01 * labels["Big_Lips"]
+    lip = 0.03 if labels["Big_Lips"] else 0.016
+    gap = 0.028 if labels["Mouth_Slightly_Open"] else 0.0
+    dip = 0.035 if labels["Smiling"] else 0.0
+    ts = np.linspace(-1, 1, 11)
+    parting = face.mouth_y + dip * (1 - ts ** 2) - dip / 2
+    xs = face.cx + half_width * ts
+    bulge = lip * np.sqrt(1 - ts ** 2)
+    lip_colour = (195, 25, 50) if labels["Wearing_Lipstick"] else _mix(skin, (110, 30, 45), 0.55)
+    upper_edge, lower_edge = parting - gap / 2, parting + gap / 2
+    canvas.polygon([*zip(xs, upper_edge - bulge), *zip(xs[::-1], upper_edge[::-1])], lip_colour)
+    canvas.polygon([*zip(xs, lower_edge), *zip(xs[::-1], (lower_edge + bulge)[::-1])], lip_colour)
+    if gap:
+        canvas.polygon([*zip(xs, upper_edge), *zip(xs[::-1], lower_edge[::-1])], (55, 15, 20))
+        teeth = [*zip(xs[2:-2], upper_edge[2:-2]),
+                 *zip(xs[-3:1:-1], upper_edge[-3:1:-1] + gap * 0.45)]
+        canvas.polygon(teeth, (245, 245, 240))
+    else:
+        canvas.line(zip(xs, parting), _mix(lip_colour, _BLACK, 0.5), 0.014)
+    return _Mouth(half_width, lip, gap, parting)
+
+
+def _draw_moustache(canvas: _Canvas, cx, mouth: _Mouth, colour):
+    top = mouth.parting.min() - mouth.gap / 2 - mouth.lip - 0.004  # just above the upper lip
+    half_width = mouth.half_width
+    canvas.polygon([(cx - half_width - 0.01, top + 0.012), (cx - 0.02, top - 0.03),
+                    (cx + 0.02, top - 0.03), (cx + half_width + 0.01, top + 0.012),
+                    (cx, top - 0.005)], colour)
+
+
+def _draw_goatee(canvas: _Canvas, face: _FaceLayout, mouth: _Mouth, colour):
+    """From below the lower lip down to the chin."""
+    cx = face.cx
+    top = mouth.parting.max() + mouth.gap / 2 + mouth.lip + 0.012
+    chin_y = face.cy + face.half_height - 0.005
+    canvas.polygon([(cx - 0.045, top), (cx + 0.045, top), (cx + 0.035, chin_y),
+                    (cx - 0.035, chin_y)], colour)
+
+
+def _draw_bald_scalp(canvas: _Canvas, face: _FaceLayout, skin, hair: _Hair):
+    """A shine on the bare scalp and what hair is left above the ears."""
+    cx, cy = face.cx, face.cy
+    canvas.ellipse(cx - 0.05, cy - face.half_height + 0.045, 0.05, 0.022,
+                   fill=_mix(skin, _WHITE, 0.5))
+    for side in (-1, 1):
+        canvas.rectangle(cx + side * face.half_width - 0.015, cy - 0.07,
+                         cx + side * face.half_width + 0.015, cy - 0.01,
+                         _GREY_STREAK if hair.grey else hair.colour)
+
+
+def _draw_hair_cap(canvas: _Canvas, face: _FaceLayout, hair: _Hair, receding):
+    """The hair on the head: a cap above the hairline (higher at the temples when receding),
+    with strands."""
+    cx, cy, half_width = face.cx, face.cy, face.half_width
+    recede = 0.07 if receding else 0.0
+    hairline_y = face.hairline_y
+    cap = [(cx + (half_width + 0.03) * math.cos(angle),
+            cy - 0.03 + (face.half_height + 0.05) * math.sin(angle))
+           for angle in np.linspace(np.pi, 2 * np.pi, 17)]
+    temple_y = cy - 0.02 if hair.long else cy - 0.05
+    cap += [(cx + half_width + 0.005, temple_y), (cx + half_width * 0.55, hairline_y - recede),
+            (cx, hairline_y + 0.01), (cx - half_width * 0.55, hairline_y - recede),
+            (cx - half_width - 0.005, temple_y)]
+    canvas.polygon(cap, hair.colour)
+    for k, x in enumerate(np.linspace(cx - half_width * 0.75, cx + half_width * 0.75, 6)):
+        colour = _GREY_STREAK if hair.grey and k % 2 == 0 else hair.strand_colour
+        _draw_strand(canvas, hair, x, cy - face.half_height - 0.03, hairline_y - recede - 0.01,
+                     colour)
+
+
+def _draw_bangs(canvas: _Canvas, face: _FaceLayout, hair: _Hair):
+    """A fringe over the forehead, with a zigzag lower edge."""
+    cx, half_width, hairline_y = face.cx, face.half_width, face.hairline_y
+    fringe_y = face.eye_y - 0.1
+    fringe = [(cx - half_width * 0.95, hairline_y - 0.03),
+              (cx + half_width * 0.95, hairline_y - 0.03)]
+    for k, x in enumerate(np.linspace(cx + half_width * 0.9, cx - half_width * 0.9, 9)):
+        fringe.append((x, fringe_y + (0.012 if k % 2 else -0.01)))
+    canvas.polygon(fringe, hair.colour)
+    for x in np.linspace(cx - half_width * 0.7, cx + half_width * 0.7, 5):
+        _draw_strand(canvas, hair, x, hairline_y - 0.02, fringe_y - 0.012, hair.strand_colour,
+                     line_width=0.006)
+
+
+def _draw_sideburns(canvas: _Canvas, face: _FaceLayout, colour):
+    cx, cy = face.cx, face.cy
+    for side in (-1, 1):
+        outer_x = cx + side * (face.half_width - 0.004)
+        canvas.polygon([(outer_x, cy - 0.07), (outer_x - side * 0.035, cy - 0.07),
+                        (outer_x - side * 0.03, cy + 0.07), (outer_x, cy + 0.07)], colour)
+
+
+def _draw_glasses(canvas: _Canvas, face: _FaceLayout):
+    """Rounded frames over the eyes, arms to the ears and a bridge."""
+    frame = (20, 20, 25)
+    cx, eye_y = face.cx, face.eye_y
+    for side in (-1, 1):
+        x = cx + side * _EYE_OFFSET
+        canvas.draw.rounded_rectangle([canvas.at(x - 0.066, eye_y - 0.045),
+                                       canvas.at(x + 0.066, eye_y + 0.045)],
+                                      radius=0.02 * canvas.scale, outline=frame,
+                                      width=canvas.width(0.014))
+        canvas.line([(x + side * 0.066, eye_y - 0.02),
+                     (cx + side * (face.half_width + 0.01), eye_y - 0.03)], frame, 0.012)
+    canvas.line([(cx - 0.024, eye_y - 0.01), (cx + 0.024, eye_y - 0.01)], frame, 0.012)
+
+
+def _draw_hat(canvas: _Canvas, face: _FaceLayout, hat_colour):
+    """A crown over the top of the head and a darker brim at the forehead."""
+    cx, half_width = face.cx, face.half_width
+    hat = tuple(hat_colour)
+    brim_y = face.cy - face.half_height + 0.005
+    canvas.draw.chord([canvas.at(cx - half_width - 0.025, brim_y - 0.2),
+                       canvas.at(cx + half_width + 0.025, brim_y + 0.12)], 180, 360, fill=hat)
+    canvas.rectangle(cx - half_width - 0.08, brim_y - 0.025, cx + half_width + 0.08, brim_y + 0.012,
+                     _mix(hat, _BLACK, 0.3))
+
+
+def _draw_earrings(canvas: _Canvas, face: _FaceLayout):
+    for side in (-1, 1):
+        canvas.ellipse(face.cx + side * (face.half_width + 0.005), face.cy + 0.075, 0.024, 0.024,
+                       fill=(240, 200, 50), outline=(120, 90, 20))
 
 
 def render_face(labels: dict, look: dict, size: int = 64) -> Image.Image:
@@ -167,247 +560,57 @@ def render_face(labels: dict, look: dict, size: int = 64) -> Image.Image:
 
     Every attribute is drawn from its label; ``look`` adds what is not a label (colours,
     position). Drawn at twice the size and reduced, which anti-aliases the PIL primitives.
+    The steps go from back to front: each covers what the ones before it drew.
     """
-    S = 2 * size
-    a = labels
-    skin = _PALE_SKIN if a["Pale_Skin"] else tuple(int(c) for c in look["skin"])
-    hair_name = next((name for name in _HAIR_RGB if name and a[name]), None)
-    hair = tuple(int(c) for c in np.clip(np.add(_HAIR_RGB[hair_name], look["hair_shade"]), 0, 255))
-    img = Image.new("RGB", (S, S), tuple(look["background"]))
-    d = ImageDraw.Draw(img)
+    image = Image.new("RGB", (2 * size, 2 * size), tuple(look["background"]))
+    canvas = _Canvas(image)
+    face = _face_layout(labels, look["shift"])
+    hair = _hair_of(labels, look)
+    skin = _PALE_SKIN if labels["Pale_Skin"] else tuple(int(c) for c in look["skin"])
+    shaded_skin = _mix(skin, _BLACK, 0.12)  # neck and ears
+    facial_hair = _mix(hair.colour, _BLACK, 0.55)  # brows, beard: darker than the hair
 
-    def P(x, y):
-        return (x * S, y * S)
-
-    def ellipse(x, y, rx, ry, **kw):
-        d.ellipse([P(x - rx, y - ry), P(x + rx, y + ry)], **kw)
-
-    def width(w):
-        return max(1, int(round(w * S)))
-
-    cx, cy = 0.5 + look["shift"][0], 0.47 + look["shift"][1]
-    fw = 0.20 + 0.045 * a["Chubby"] + 0.012 * a["Male"]     # face half-width
-    fh = 0.26 + 0.045 * a["Oval_Face"]                       # face half-height
-    long_hair = not a["Male"]
-    eye_y, nose_y, mouth_y = cy - 0.04, cy + 0.075, cy + 0.155
-    hairline = cy - 0.16
-    texture = 0 if a["Straight_Hair"] else 1 if a["Wavy_Hair"] else 2  # 2: curly
-    phase = float(look["waves"])
-
-    def strand(x0, y0, y1, colour, w=0.008):
-        """One hair strand from (x0, y0) down to y1, in the hair's texture."""
-        steps = 8
-        ys = np.linspace(y0, y1, steps)
-        if texture == 0:
-            d.line([P(x0, y0), P(x0, y1)], fill=colour, width=width(w))
-        elif texture == 1:
-            xs = x0 + 0.018 * np.sin(phase + ys * 60)
-            d.line([P(x, y) for x, y in zip(xs, ys)], fill=colour, width=width(w))
-        else:
-            for y in ys[::2]:
-                ellipse(x0, y, 0.014, 0.014, outline=colour, width=width(w))
-
-    dark_hair = _mix(hair, (0, 0, 0), 0.35)
-    beard = _mix(hair, (0, 0, 0), 0.55)  # brows and facial hair, darker than the hair
-    # Strands contrast with the hair: lighter on dark hair, darker on light hair.
-    strand_colour = _mix(hair, (255, 255, 255), 0.3) if sum(hair) < 240 else dark_hair
-    streak = (205, 205, 205)
-    # Hair behind the head (long hair), with strands on both sides.
-    if long_hair and not a["Bald"]:
-        d.rectangle([P(cx - fw - 0.075, cy - 0.1), P(cx + fw + 0.075, cy + 0.36)], fill=hair)
-        ellipse(cx, cy - 0.06, fw + 0.075, fh + 0.07, fill=hair)
-        for side in (-1, 1):
-            for k in range(3):
-                x = cx + side * (fw + 0.018 + 0.025 * k)
-                strand(x, cy - 0.1, cy + 0.34, streak if a["Gray_Hair"] and k != 1 else strand_colour)
-    # Shoulders, neck, necklace, tie.
-    shoulder = 0.44 + 0.06 * a["Male"]
-    ellipse(cx, 1.12, shoulder, 0.27, fill=tuple(look["clothes"]))
-    neck_skin = _mix(skin, (0, 0, 0), 0.12)
-    d.rectangle([P(cx - 0.075, cy + 0.15), P(cx + 0.075, 0.9)], fill=neck_skin)
-    if a["Wearing_Necktie"]:
-        d.polygon([P(cx - 0.075, 0.86), P(cx, 0.92), P(cx - 0.02, 0.84)], fill=(245, 245, 245))
-        d.polygon([P(cx + 0.075, 0.86), P(cx, 0.92), P(cx + 0.02, 0.84)], fill=(245, 245, 245))
-        tie = tuple(look["tie"])
-        d.polygon([P(cx - 0.022, 0.88), P(cx + 0.022, 0.88), P(cx + 0.014, 0.92),
-                   P(cx - 0.014, 0.92)], fill=tie)
-        d.polygon([P(cx - 0.014, 0.92), P(cx + 0.014, 0.92), P(cx + 0.04, 1.0),
-                   P(cx - 0.04, 1.0)], fill=tie)
-    if a["Wearing_Necklace"]:
-        for t in np.linspace(0.15, 0.85, 9) * np.pi:
-            ellipse(cx + 0.08 * math.cos(t), 0.80 + 0.05 * math.sin(t), 0.01, 0.01,
-                    fill=(235, 200, 60))
-    # Ears, face.
-    for side in (-1, 1):
-        ellipse(cx + side * fw, cy + 0.0, 0.035, 0.055, fill=neck_skin)
-    jaw_power = 2.8 if a["Male"] else 2.0  # superellipse exponent: squarer jaw for men
-    t = np.linspace(0, 2 * np.pi, 48, endpoint=False)
-    cos, sin = np.cos(t), np.sin(t)
-    lower = sin > 0
-    power = np.where(lower, jaw_power, 2.0)
-    face_x = cx + fw * np.sign(cos) * np.abs(cos) ** (2 / power)
-    face_y = cy + fh * np.sign(sin) * np.abs(sin) ** (2 / power)
-    d.polygon([P(x, y) for x, y in zip(face_x, face_y)], fill=skin)
-    if a["Double_Chin"]:  # a fold above the chin line and a second chin below it
-        fold = _mix(skin, (0, 0, 0), 0.45)
-        ellipse(cx, cy + fh + 0.01, 0.1, 0.045, fill=_mix(skin, (0, 0, 0), 0.08), outline=fold,
-                width=width(0.014))
-        d.arc([P(cx - 0.09, cy + fh - 0.06), P(cx + 0.09, cy + fh - 0.01)], 25, 155, fill=fold,
-              width=width(0.014))
-    if a["5_o_Clock_Shadow"]:  # a tint on the jaw, stippled with stubble
-        jaw = [(x, y) for x, y in zip(face_x, face_y) if y > nose_y - 0.01]
-        d.polygon([P(x, y) for x, y in jaw], fill=_mix(skin, (40, 35, 35), 0.35))
-        grid = np.mgrid[nose_y:cy + fh:0.022, cx - fw:cx + fw:0.022].reshape(2, -1).T
-        inside = ((grid[:, 1] - cx) / fw) ** 2 + ((grid[:, 0] - cy) / fh) ** 2 < 0.85
-        dots = [(x * S + dx, y * S + dy) for y, x in grid[inside] for dx in (0, 1) for dy in (0, 1)]
-        d.point(dots, fill=beard)
-    # Cheeks.
-    for side in (-1, 1):
-        if a["High_Cheekbones"]:  # a highlight on the bone and a shadow beneath it
-            ellipse(cx + side * 0.115, cy + 0.025, 0.05, 0.022, fill=_mix(skin, (255, 255, 255), 0.55))
-            d.line([P(cx + side * 0.17, cy + 0.045), P(cx + side * 0.085, cy + 0.105)],
-                   fill=_mix(skin, (0, 0, 0), 0.45), width=width(0.016))
-        if a["Rosy_Cheeks"]:
-            ellipse(cx + side * 0.11, cy + 0.08, 0.05, 0.035, fill=_mix(skin, (235, 70, 95), 0.55))
-    if not a["Young"]:  # forehead lines, nasolabial folds, crow's feet
-        wrinkle = _mix(skin, (0, 0, 0), 0.6)
-        for y in (cy - 0.14, cy - 0.115, cy - 0.09):
-            d.line([P(cx - 0.085, y), P(cx + 0.085, y)], fill=wrinkle, width=width(0.011))
-        for side in (-1, 1):
-            d.line([P(cx + side * 0.045, nose_y - 0.005), P(cx + side * 0.09, mouth_y + 0.02)],
-                   fill=wrinkle, width=width(0.013))
-            for dy in (-0.015, 0.012):
-                d.line([P(cx + side * 0.15, eye_y + dy * 0.3), P(cx + side * 0.18, eye_y + dy)],
-                       fill=wrinkle, width=width(0.01))
-    # Eyes, eyelids, bags, brows.
-    eye_rx = 0.042 + 0.014 * a["Attractive"]
-    eye_ry = (0.012 if a["Narrow_Eyes"] else 0.024) + 0.004 * a["Attractive"]
-    for side in (-1, 1):
-        ex = cx + side * 0.09
-        if a["Heavy_Makeup"]:
-            ellipse(ex, eye_y - 0.017, eye_rx + 0.016, eye_ry + 0.018, fill=(125, 70, 150))
-        if a["Bags_Under_Eyes"]:
-            ellipse(ex, eye_y + eye_ry + 0.012, eye_rx + 0.004, 0.02,
-                    fill=_mix(skin, (60, 25, 45), 0.6))
-        ellipse(ex, eye_y, eye_rx, eye_ry, fill=(250, 250, 250),
-                outline=(10, 10, 10) if a["Heavy_Makeup"] else None,
-                width=width(0.012) if a["Heavy_Makeup"] else 1)
-        iris = min(eye_ry, 0.02)
-        ellipse(ex, eye_y, iris, iris, fill=tuple(look["iris"]))
-        ellipse(ex, eye_y, iris * 0.5, iris * 0.5, fill=(0, 0, 0))
-        if a["Attractive"]:
-            ellipse(ex + 0.006, eye_y - 0.006, 0.006, 0.006, fill=(255, 255, 255))
-        brow_y = eye_y - eye_ry - 0.035
-        arch = 0.028 if a["Arched_Eyebrows"] else 0.004
-        brow = [P(ex - side * 0.055, brow_y + 0.01), P(ex + side * 0.005, brow_y - arch),
-                P(ex + side * 0.055, brow_y + 0.012)]
-        d.line(brow, fill=beard, width=width(0.026 if a["Bushy_Eyebrows"] else 0.009))
-    # Nose: bridge lines and nostrils; a big nose is longer and wider, a pointy one ends in a
-    # sharp shaded tip instead of a round bulb.
-    nose_w = 0.05 if a["Big_Nose"] else 0.028
-    nose_top = eye_y + (0.0 if a["Big_Nose"] else 0.04)
-    nose_bottom = nose_y + (0.015 if a["Big_Nose"] else 0.0)
-    nose_line = _mix(skin, (0, 0, 0), 0.45)
-    if a["Pointy_Nose"]:  # a dark wedge ending in a point
-        d.polygon([P(cx - nose_w * 0.5, nose_bottom - 0.035), P(cx + nose_w * 0.5, nose_bottom - 0.035),
-                   P(cx, nose_bottom + 0.04)], fill=nose_line)
-    else:  # a round, lit bulb
-        ellipse(cx, nose_bottom - 0.006, nose_w, nose_w * 0.8, fill=_mix(skin, (255, 255, 255), 0.3),
-                outline=nose_line, width=width(0.01))
-    for side in (-1, 1):
-        d.line([P(cx + side * 0.012, nose_top), P(cx + side * nose_w * 0.8, nose_bottom - 0.012)],
-               fill=nose_line, width=width(0.01))
-        ellipse(cx + side * nose_w * 0.6, nose_bottom + 0.006, 0.011, 0.007, fill=nose_line)
-    # Mouth: a curve whose centre dips when smiling; lips above and below it.
-    half = 0.07 + 0.01 * a["Big_Lips"]
-    lip = 0.03 if a["Big_Lips"] else 0.016
-    gap = 0.028 if a["Mouth_Slightly_Open"] else 0.0
-    dip = 0.035 if a["Smiling"] else 0.0
-    ts = np.linspace(-1, 1, 11)
-    mid = mouth_y + dip * (1 - ts ** 2) - dip / 2
-    xs = cx + half * ts
-    bulge = lip * np.sqrt(1 - ts ** 2)
-    lip_colour = (195, 25, 50) if a["Wearing_Lipstick"] else _mix(skin, (110, 30, 45), 0.55)
-    upper_edge, lower_edge = mid - gap / 2, mid + gap / 2
-    d.polygon([P(x, y) for x, y in zip(xs, upper_edge - bulge)]
-              + [P(x, y) for x, y in zip(xs[::-1], upper_edge[::-1])], fill=lip_colour)
-    d.polygon([P(x, y) for x, y in zip(xs, lower_edge)]
-              + [P(x, y) for x, y in zip(xs[::-1], (lower_edge + bulge)[::-1])], fill=lip_colour)
-    if gap:
-        d.polygon([P(x, y) for x, y in zip(xs, upper_edge)]
-                  + [P(x, y) for x, y in zip(xs[::-1], lower_edge[::-1])], fill=(55, 15, 20))
-        d.polygon([P(x, y) for x, y in zip(xs[2:-2], upper_edge[2:-2])]
-                  + [P(x, y) for x, y in zip(xs[-3:1:-1], upper_edge[-3:1:-1] + gap * 0.45)],
-                  fill=(245, 245, 240))
+    if hair.long and not labels["Bald"]:
+        _draw_long_hair(canvas, face, hair)
+    _draw_shoulders_and_neck(canvas, face, labels["Male"], look["clothes"], shaded_skin)
+    if labels["Wearing_Necktie"]:
+        _draw_necktie(canvas, face.cx, look["tie"])
+    if labels["Wearing_Necklace"]:
+        _draw_necklace(canvas, face.cx)
+    _draw_ears(canvas, face, shaded_skin)
+    outline = _draw_face_shape(canvas, face, skin, square_jaw=labels["Male"])
+    if labels["Double_Chin"]:
+        _draw_double_chin(canvas, face, skin)
+    if labels["5_o_Clock_Shadow"]:
+        _draw_stubble(canvas, face, outline, skin, facial_hair)
+    _draw_cheeks(canvas, face, skin, labels["High_Cheekbones"], labels["Rosy_Cheeks"])
+    if not labels["Young"]:
+        _draw_wrinkles(canvas, face, skin)
+    _draw_eyes_and_brows(canvas, face, labels, skin, look["iris"], brow_colour=facial_hair)
+    _draw_nose(canvas, face, skin, big=labels["Big_Nose"], pointy=labels["Pointy_Nose"])
+    mouth = _draw_mouth(canvas, face, labels, skin)
+    if labels["Mustache"]:
+        _draw_moustache(canvas, face.cx, mouth, facial_hair)
+    if labels["Goatee"]:
+        _draw_goatee(canvas, face, mouth, facial_hair)
+    if labels["Bald"]:
+        _draw_bald_scalp(canvas, face, skin, hair)
     else:
-        d.line([P(x, y) for x, y in zip(xs, mid)], fill=_mix(lip_colour, (0, 0, 0), 0.5),
-               width=width(0.014))
-    if a["Mustache"]:
-        top = mid.min() - gap / 2 - lip - 0.004
-        d.polygon([P(cx - half - 0.01, top + 0.012), P(cx - 0.02, top - 0.03),
-                   P(cx + 0.02, top - 0.03), P(cx + half + 0.01, top + 0.012),
-                   P(cx, top - 0.005)], fill=beard)
-    if a["Goatee"]:
-        top = mid.max() + gap / 2 + lip + 0.012
-        d.polygon([P(cx - 0.045, top), P(cx + 0.045, top), P(cx + 0.035, cy + fh - 0.005),
-                   P(cx - 0.035, cy + fh - 0.005)], fill=beard)
-    # Hair on the head: the cap above the hairline, or a bare (shining) scalp.
-    if a["Bald"]:
-        ellipse(cx - 0.05, cy - fh + 0.045, 0.05, 0.022, fill=_mix(skin, (255, 255, 255), 0.5))
-        for side in (-1, 1):
-            d.rectangle([P(cx + side * fw - 0.015, cy - 0.07), P(cx + side * fw + 0.015, cy - 0.01)],
-                        fill=streak if a["Gray_Hair"] else hair)
-    else:
-        recede = 0.07 if a["Receding_Hairline"] else 0.0
-        arc_t = np.linspace(np.pi, 2 * np.pi, 17)
-        cap = [P(cx + (fw + 0.03) * math.cos(u), cy - 0.03 + (fh + 0.05) * math.sin(u)) for u in arc_t]
-        temple = cy - 0.02 if long_hair else cy - 0.05
-        cap += [P(cx + fw + 0.005, temple), P(cx + fw * 0.55, hairline - recede),
-                P(cx, hairline + 0.01), P(cx - fw * 0.55, hairline - recede),
-                P(cx - fw - 0.005, temple)]
-        d.polygon(cap, fill=hair)
-        for k, x in enumerate(np.linspace(cx - fw * 0.75, cx + fw * 0.75, 6)):
-            colour = streak if a["Gray_Hair"] and k % 2 == 0 else strand_colour
-            strand(x, cy - fh - 0.03, hairline - recede - 0.01, colour)
-        if a["Bangs"]:
-            fringe_y = eye_y - 0.1
-            points = [P(cx - fw * 0.95, hairline - 0.03), P(cx + fw * 0.95, hairline - 0.03)]
-            for k, x in enumerate(np.linspace(cx + fw * 0.9, cx - fw * 0.9, 9)):
-                points.append(P(x, fringe_y + (0.012 if k % 2 else -0.01)))
-            d.polygon(points, fill=hair)
-            for x in np.linspace(cx - fw * 0.7, cx + fw * 0.7, 5):
-                strand(x, hairline - 0.02, fringe_y - 0.012, strand_colour, w=0.006)
-    if a["Sideburns"]:
-        for side in (-1, 1):
-            x_out = cx + side * (fw - 0.004)
-            d.polygon([P(x_out, cy - 0.07), P(x_out - side * 0.035, cy - 0.07),
-                       P(x_out - side * 0.03, cy + 0.07), P(x_out, cy + 0.07)], fill=beard)
-    # Accessories on top.
-    if a["Eyeglasses"]:
-        frame = (20, 20, 25)
-        for side in (-1, 1):
-            ex = cx + side * 0.09
-            d.rounded_rectangle([P(ex - 0.066, eye_y - 0.045), P(ex + 0.066, eye_y + 0.045)],
-                                radius=0.02 * S, outline=frame, width=width(0.014))
-            d.line([P(ex + side * 0.066, eye_y - 0.02), P(cx + side * (fw + 0.01), eye_y - 0.03)],
-                   fill=frame, width=width(0.012))
-        d.line([P(cx - 0.024, eye_y - 0.01), P(cx + 0.024, eye_y - 0.01)], fill=frame,
-               width=width(0.012))
-    if a["Wearing_Hat"]:
-        hat = tuple(look["hat"])
-        brim_y = cy - fh + 0.005
-        d.chord([P(cx - fw - 0.025, brim_y - 0.2), P(cx + fw + 0.025, brim_y + 0.12)], 180, 360,
-                fill=hat)
-        d.rectangle([P(cx - fw - 0.08, brim_y - 0.025), P(cx + fw + 0.08, brim_y + 0.012)],
-                    fill=_mix(hat, (0, 0, 0), 0.3))
-    if a["Wearing_Earrings"]:
-        for side in (-1, 1):
-            ellipse(cx + side * (fw + 0.005), cy + 0.075, 0.024, 0.024, fill=(240, 200, 50),
-                    outline=(120, 90, 20))
-    img = img.reduce(2)
-    if a["Blurry"]:
-        img = img.filter(ImageFilter.GaussianBlur(radius=1.1 * size / 64))
-    return img
+        _draw_hair_cap(canvas, face, hair, receding=labels["Receding_Hairline"])
+        if labels["Bangs"]:
+            _draw_bangs(canvas, face, hair)
+    if labels["Sideburns"]:
+        _draw_sideburns(canvas, face, facial_hair)
+    if labels["Eyeglasses"]:
+        _draw_glasses(canvas, face)
+    if labels["Wearing_Hat"]:
+        _draw_hat(canvas, face, look["hat"])
+    if labels["Wearing_Earrings"]:
+        _draw_earrings(canvas, face)
+    image = image.reduce(2)
+    if labels["Blurry"]:
+        image = image.filter(ImageFilter.GaussianBlur(radius=1.1 * size / 64))
+    return image
 
 
 def _zip_path(n: int, size: int, seed: int, cache_dir) -> Path:
@@ -476,37 +679,3 @@ def load_synthetic(n: int = 2000, size: int = 64, seed: int = 0,
         identities=identities, split=split_of_identity[identities],
         meta={"generator": "mtfap.data.synthetic", "version": GENERATOR_VERSION, "n": n,
               "size": size, "seed": seed, "groups": SYNTHETIC_GROUPS})
-
-
-def save_contact_sheet(dataset: FaceDataset, path: str | Path, count: int = 16,
-                       columns: int = 4, indices=None) -> Path:
-    """Save ``count`` images of ``dataset`` (``indices``, default evenly spread over the rows)
-    as a grid PNG, each titled with its positive attributes (abbreviated)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    if indices is None:
-        indices = np.linspace(0, len(dataset) - 1, min(count, len(dataset))).astype(int)
-    count = len(indices)
-    rows = math.ceil(count / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 3.4 * rows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for i, ax in zip(indices, axes.flat):
-        ax.imshow(dataset.source.load(dataset.keys[i]), interpolation="nearest")
-        positive = [name for name, on, known in zip(dataset.attributes, dataset.labels[i],
-                                                    dataset.mask[i]) if on and known]
-        short = [name.replace("Wearing_", "").replace("_Hair", "").replace("_", " ")[:11]
-                 for name in positive]
-        lines = [", ".join(short[j:j + 3]) for j in range(0, len(short), 3)]
-        ax.set_title("\n".join(lines), fontsize=6.5)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path

@@ -1,6 +1,6 @@
 """The small base every multi-task head estimator shares.
 
-Model (DESIGN.md 1): k linear predictors ``f_j(x) = w_j^T x + b_j`` on fixed features x in R^d,
+Model (docs/METHOD.md section 1): k linear predictors ``f_j(x) = w_j^T x + b_j`` on fixed features x in R^d,
 ``W = [w_1 ... w_k]`` (d x k), trained by
 
     min_{W, b}  sum_j  (1 / n_j) sum_{i : label (i, j) known}  l(y_ij, w_j^T x_i + b_j)  + Omega(W)

@@ -5,7 +5,7 @@ A grouping maps a group name to attribute names; every attribute must be in exac
 Presets
 -------
 ``paper``
-    The ten clusters the paper reads off its learned CelebA graph (Sec. 5.4; DESIGN.md 1.3).
+    The ten clusters the paper reads off its learned CelebA graph (Sec. 5.4; docs/METHOD.md section 4).
 ``regions``
     Attributes grouped by the face region they describe, as a contrast to ``paper``.
 
