@@ -32,3 +32,11 @@ def lfw_dir(shared_data) -> Path:
     if not path.is_dir():
         pytest.skip(f"LFW not found at {path}")
     return path
+
+
+@pytest.fixture(scope="session")
+def fairface_dir(shared_data) -> Path:
+    path = shared_data / "fairface"
+    if not (path / "fairface-val.zip").is_file():
+        pytest.skip(f"FairFace not found at {path}")
+    return path
