@@ -17,7 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
+from mtfap.data.transforms import normalize, preprocess
 from mtfap.io import save_figure
 
 
@@ -120,8 +122,6 @@ def attribute_maps(backbone, weights, bias, images) -> tuple[list[np.ndarray], n
     views : the m uint8 (H, W, 3) images the network saw; maps : (N, m, H, W) upsampled A_c;
     probabilities : (N, m) sigmoid(mean A_c + b_c), i.e. the model's prediction.
     """
-    from mtfap.data.transforms import normalize, preprocess
-
     spec = backbone.input_spec
     views = [preprocess(image, spec) for image in images]
     batch = normalize(torch.from_numpy(np.stack(views)).permute(0, 3, 1, 2), spec)
@@ -129,3 +129,89 @@ def attribute_maps(backbone, weights, bias, images) -> tuple[list[np.ndarray], n
     logits = maps.mean(dim=(2, 3)) + torch.as_tensor(bias, dtype=torch.float32)
     upsampled = upsample_maps(maps, spec.size)
     return views, upsampled.numpy(), torch.sigmoid(logits).numpy()
+
+
+def feature_layers(backbone) -> dict[str, torch.nn.Module]:
+    """The layers of ``backbone`` a gradient-weighted map can be taken at, by name: the output
+    of each stage of its residual blocks (``blocks.N``), when it has ``blocks``."""
+    blocks = getattr(backbone, "blocks", None)
+    if blocks is None:
+        return {}
+    return {f"blocks.{i}": block for i, block in enumerate(blocks)}
+
+
+def default_gradcam_layer(backbone, images_size: int = 150) -> str:
+    """The block whose output is the last map with at least 8 x 8 cells at the input size: fine
+    enough to tell the eyes from the mouth, deep enough to mean something (dlib's network:
+    the end of its 128-channel stage)."""
+    layers = feature_layers(backbone)
+    if not layers:
+        raise ValueError(f"{type(backbone).__name__} has no `blocks` to take a map at")
+    sizes, handles = {}, []
+    for name, module in layers.items():
+        handles.append(module.register_forward_hook(
+            lambda _m, _i, out, name=name: sizes.__setitem__(name, out.shape[-1])))
+    h, w = backbone.input_spec.size
+    with torch.no_grad():
+        backbone(torch.zeros(1, 3, h, w))
+    for handle in handles:
+        handle.remove()
+    fine = [name for name, side in sizes.items() if side >= 8]
+    return fine[-1] if fine else next(iter(layers))
+
+
+def gradient_maps(model, images: torch.Tensor, columns, layer: str) -> torch.Tensor:
+    """Grad-CAM (Selvaraju et al., ICCV 2017) of attributes ``columns`` at backbone ``layer``.
+
+    For attribute c: the activations a_k(x, y) of the layer, weighted by the mean gradient of
+    the logit of c over each channel, summed over channels and rectified:
+    ``G_c = relu(sum_k mean_xy(d f_c / d a_k) a_k)``. At an earlier layer than the last, the map
+    resolves facial parts that the paper's CAM (eq. 15-16, a 2 x 2 map at 150 px for dlib's
+    network) cannot.
+
+    Returns (N, m, h, w) maps at the layer's resolution.
+    """
+    module = feature_layers(model.backbone)[layer]
+    saved = {}
+
+    def keep(_module, _inputs, output):
+        output.retain_grad()
+        saved["a"] = output
+
+    handle = module.register_forward_hook(keep)
+    try:
+        maps = []
+        for column in columns:
+            model.zero_grad(set_to_none=True)
+            with torch.enable_grad():
+                logits = model(images)
+                logits[:, column].sum().backward()
+            activation, gradient = saved["a"].detach(), saved["a"].grad.detach()
+            weights = gradient.mean(dim=(2, 3), keepdim=True)
+            maps.append(torch.relu((weights * activation).sum(dim=1)))
+    finally:
+        handle.remove()
+        model.zero_grad(set_to_none=True)
+    return torch.stack(maps, dim=1)
+
+
+def predictor_maps(predictor, faces, attributes, kind: str = "gradcam", layer: str | None = None):
+    """Maps of ``attributes`` over face images (framed like the model's training images) at
+    the network's input resolution: ``kind`` "cam" (the paper's, eq. 15-16) or "gradcam"
+    (:func:`gradient_maps` at ``layer``, default :func:`default_gradcam_layer`).
+
+    Returns the views the network saw (uint8 (H, W, 3) each) and the maps (N, m, H, W).
+    """
+    spec = predictor.input_spec
+    columns = [predictor.attributes.index(a) for a in attributes]
+    batch = predictor.prepare(faces)
+    views = [preprocess(Image.fromarray(np.asarray(face)), spec) for face in faces]
+    model = predictor.model
+    if kind == "cam":
+        weights, _ = model.heads.linear_map()
+        maps = class_activation_maps(model.backbone, weights[:, columns], batch)
+    elif kind == "gradcam":
+        maps = gradient_maps(model, batch, columns, layer or default_gradcam_layer(model.backbone))
+    else:
+        raise ValueError(f"map kind must be 'cam' or 'gradcam', got {kind!r}")
+    return views, upsample_maps(maps.float(), spec.size).detach().numpy()

@@ -9,7 +9,8 @@ import sys
 from mtfap.version import __version__
 
 # Sub-command modules, in the order ``mtfap --help`` lists them.
-COMMANDS: tuple[str, ...] = ("data", "train", "features", "fit_heads", "compare", "evaluate", "sweep", "graph", "cam")
+COMMANDS: tuple[str, ...] = ("predict", "models", "export", "card", "data", "train", "features", "fit_heads", "compare",
+                             "evaluate", "sweep", "graph", "cam")
 
 
 def build_parser() -> argparse.ArgumentParser:

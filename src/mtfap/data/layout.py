@@ -6,6 +6,7 @@ from pathlib import Path
 
 from mtfap.data.celeba import is_celeba_root, read_celeba
 from mtfap.data.dataset import FaceDataset
+from mtfap.data.fairface import is_fairface_root, read_fairface
 from mtfap.data.generic import TABLE_SUFFIXES, read_table_dataset
 from mtfap.data.lfw import is_lfw_root, read_lfw
 from mtfap.errors import DataError
@@ -18,7 +19,7 @@ def _tables_in(folder: Path) -> list[Path]:
 
 
 def detect_layout(path: str | Path | None, table: str | Path | None = None) -> str:
-    """``"synthetic"``, ``"celeba"``, ``"lfw"`` or ``"table"`` for ``path`` (see :func:`open_dataset`)."""
+    """``"synthetic"``, ``"celeba"``, ``"lfw"``, ``"fairface"`` or ``"table"`` for ``path`` (see :func:`open_dataset`)."""
     if path is None or (str(path) == SYNTHETIC and not Path(path).exists()):
         return SYNTHETIC
     if str(path) == "":
@@ -33,6 +34,8 @@ def detect_layout(path: str | Path | None, table: str | Path | None = None) -> s
         return "celeba"
     if is_lfw_root(path):
         return "lfw"
+    if is_fairface_root(path):
+        return "fairface"
     if path.is_dir() and len(_tables_in(path)) == 1:
         return "table"
     found = [p.name for p in _tables_in(path)] if path.is_dir() else []
@@ -72,6 +75,8 @@ def _read(layout: str, path, table, images, options: dict) -> FaceDataset:
         return read_celeba(path, **options)
     if layout == "lfw":
         return read_lfw(path, **options)
+    if layout == "fairface":
+        return read_fairface(path, **options)
     if table is None:
         table = path if path.suffix.lower() in TABLE_SUFFIXES else _tables_in(path)[0]
     if images is None:

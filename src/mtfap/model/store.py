@@ -49,15 +49,24 @@ def is_exported_model(folder: str | Path) -> bool:
 
 def export_model(predictor: Predictor, folder: str | Path, *, name: str, version: str,
                  spec: ModelSpec | None = None, card: dict | None = None,
-                 dtype: torch.dtype = torch.float16, description: str = "") -> Path:
+                 dtype: torch.dtype = torch.float16, description: str = "",
+                 backbone_weights: str = "file") -> Path:
     """Write ``predictor``'s network into ``folder`` as an exported model (see the module
-    docstring); ``spec`` (default the predictor's) may add thresholds, views, the template."""
+    docstring); ``spec`` (default the predictor's) may add thresholds, views, the template.
+
+    backbone_weights : "file" stores the backbone's weights; "package" stores only the heads
+        and loads the backbone's packaged weights (``create_backbone(pretrained=True)``) when
+        the model is opened: for heads fitted on a frozen packaged backbone, a few kB.
+    """
+    if backbone_weights not in ("file", "package"):
+        raise ValueError(f"backbone_weights must be 'file' or 'package', got {backbone_weights!r}")
     folder = Path(folder)
     spec = spec or predictor.spec
     model = predictor.model
     W, b = model.heads.linear_map()
-    tensors = {f"backbone.{k}": v.detach().to(dtype).contiguous().cpu()
-               for k, v in model.backbone.state_dict().items() if v.is_floating_point()}
+    tensors = {} if backbone_weights == "package" else {
+        f"backbone.{k}": v.detach().to(dtype).contiguous().cpu()
+        for k, v in model.backbone.state_dict().items() if v.is_floating_point()}
     tensors["heads.weight"] = W.detach().to(dtype).contiguous().cpu()
     tensors["heads.bias"] = b.detach().to(dtype).contiguous().cpu()
     atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp))
@@ -67,7 +76,7 @@ def export_model(predictor: Predictor, folder: str | Path, *, name: str, version
         "trained_heads": {"method": spec.heads, "params": spec.heads_params},
         "spec": stored.to_dict(),
         "weights": {"file": WEIGHTS_FILE, "sha256": sha256_of(folder / WEIGHTS_FILE),
-                    "dtype": str(dtype).removeprefix("torch.")},
+                    "dtype": str(dtype).removeprefix("torch."), "backbone": backbone_weights},
         "card": card or {}})
     return folder
 
@@ -103,12 +112,26 @@ def load_exported(folder: str | Path, device: str | torch.device = "cpu") -> Pre
     except Exception as exc:  # safetensors raises its own error types for damaged files
         raise DataError(f"cannot read weights ({exc})", weights) from None
     W, b = tensors.pop("heads.weight").float(), tensors.pop("heads.bias").float()
-    model = build_model(spec, pretrained=False, linear_map=(W, b))
-    state = {k.removeprefix("backbone."): v.float() for k, v in tensors.items()}
-    missing, unexpected = model.backbone.load_state_dict(state, strict=False)
-    missing = [k for k in missing if k in dict(model.backbone.named_parameters())]
-    if missing or unexpected:
-        raise DataError(f"weights do not fit the {spec.backbone} backbone (missing "
-                        f"{missing[:3]}, unexpected {unexpected[:3]})", weights)
+    packaged = description["weights"].get("backbone", "file") == "package"
+    model = build_model(spec, pretrained=packaged, linear_map=(W, b))
+    if not packaged:
+        state = {k.removeprefix("backbone."): v.float() for k, v in tensors.items()}
+        missing, unexpected = model.backbone.load_state_dict(state, strict=False)
+        missing = [k for k in missing if k in dict(model.backbone.named_parameters())]
+        if missing or unexpected:
+            raise DataError(f"weights do not fit the {spec.backbone} backbone (missing "
+                            f"{missing[:3]}, unexpected {unexpected[:3]})", weights)
     return Predictor(model, spec, name=description["name"], version=description["version"],
                      source=str(folder), card=description.get("card", {}), device=device)
+
+
+def save_card(folder: str | Path, card: dict) -> Path:
+    """Store a card's summary (not its per-attribute rows) in an exported model's model.json."""
+    folder = Path(folder)
+    description = read_description(folder)
+    keep = {k: v for k, v in card.items() if k not in ("per_attribute", "calibration")}
+    if "fairface" in keep:
+        keep["fairface"] = {k: card["fairface"][k] for k in
+                            ("all", "adults_20_plus", "male_accuracy_gap_by_race")}
+    description["card"] = {**description.get("card", {}), **keep}
+    return write_json(folder / DESCRIPTION_FILE, description)
