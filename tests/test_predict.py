@@ -134,7 +134,7 @@ def test_annotate_and_maps_are_written(lfw_photos, tmp_path):
     assert main(["predict", str(photo), "--model", FROZEN, "--annotate", str(tmp_path / "ann"),
                  "--cam", "Smiling", "--format", "json", "--out", str(tmp_path / "o.json")]) == 0
     written = sorted(p.name for p in (tmp_path / "ann").iterdir())
-    assert written == ["colin.annotated.jpg", "colin.gradcam.Smiling.jpg"]
+    assert written == ["colin.annotated.jpg", "colin.hirescam.Smiling.jpg"]
     assert Image.open(tmp_path / "ann" / "colin.annotated.jpg").size[0] >= 125
 
 

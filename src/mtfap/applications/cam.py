@@ -140,10 +140,11 @@ def feature_layers(backbone) -> dict[str, torch.nn.Module]:
     return {f"blocks.{i}": block for i, block in enumerate(blocks)}
 
 
-def default_gradcam_layer(backbone, images_size: int = 150) -> str:
-    """The block whose output is the last map with at least 8 x 8 cells at the input size: fine
-    enough to tell the eyes from the mouth, deep enough to mean something (dlib's network:
-    the end of its 128-channel stage)."""
+def default_gradcam_layer(backbone, min_side: int = 16) -> str:
+    """The block whose output is the last map with at least ``min_side`` cells a side at the
+    input size: fine enough to tell the eyes from the mouth, deep enough to mean something
+    (dlib's network: the end of its 64-channel stage, 17 x 17 at 150 px; measured in
+    benchmarks/bench_cam_regions.py against the 8 x 8 stage after it)."""
     layers = feature_layers(backbone)
     if not layers:
         raise ValueError(f"{type(backbone).__name__} has no `blocks` to take a map at")
@@ -156,21 +157,30 @@ def default_gradcam_layer(backbone, images_size: int = 150) -> str:
         backbone(torch.zeros(1, 3, h, w))
     for handle in handles:
         handle.remove()
-    fine = [name for name, side in sizes.items() if side >= 8]
+    fine = [name for name, side in sizes.items() if side >= min_side]
     return fine[-1] if fine else next(iter(layers))
 
 
-def gradient_maps(model, images: torch.Tensor, columns, layer: str) -> torch.Tensor:
-    """Grad-CAM (Selvaraju et al., ICCV 2017) of attributes ``columns`` at backbone ``layer``.
+def gradient_maps(model, images: torch.Tensor, columns, layer: str,
+                  weighting: str = "element") -> torch.Tensor:
+    """Gradient-weighted maps of attributes ``columns`` at backbone ``layer``.
 
-    For attribute c: the activations a_k(x, y) of the layer, weighted by the mean gradient of
-    the logit of c over each channel, summed over channels and rectified:
-    ``G_c = relu(sum_k mean_xy(d f_c / d a_k) a_k)``. At an earlier layer than the last, the map
-    resolves facial parts that the paper's CAM (eq. 15-16, a 2 x 2 map at 150 px for dlib's
-    network) cannot.
+    For attribute c with logit f_c and the layer's activations a_k(x, y):
+
+    - ``weighting="channel"``: Grad-CAM (Selvaraju et al., ICCV 2017),
+      ``relu(sum_k mean_xy(d f_c / d a_k) a_k(x, y))``;
+    - ``weighting="element"``: HiResCAM (Draelos and Carin, 2020),
+      ``relu(sum_k (d f_c / d a_k)(x, y) a_k(x, y))``: each cell keeps its own gradient, so
+      the map sums to the logit's first-order share of each place. It is the paper's CAM when
+      the layer is the last one (then the gradient is the head weight everywhere).
+
+    At an earlier layer than the last, the map resolves facial parts that the paper's CAM
+    (eq. 15-16, a 2 x 2 map at 150 px for dlib's network) cannot.
 
     Returns (N, m, h, w) maps at the layer's resolution.
     """
+    if weighting not in ("channel", "element"):
+        raise ValueError(f"weighting must be 'channel' or 'element', got {weighting!r}")
     module = feature_layers(model.backbone)[layer]
     saved = {}
 
@@ -187,18 +197,22 @@ def gradient_maps(model, images: torch.Tensor, columns, layer: str) -> torch.Ten
                 logits = model(images)
                 logits[:, column].sum().backward()
             activation, gradient = saved["a"].detach(), saved["a"].grad.detach()
-            weights = gradient.mean(dim=(2, 3), keepdim=True)
-            maps.append(torch.relu((weights * activation).sum(dim=1)))
+            if weighting == "channel":
+                gradient = gradient.mean(dim=(2, 3), keepdim=True)
+            maps.append(torch.relu((gradient * activation).sum(dim=1)))
     finally:
         handle.remove()
         model.zero_grad(set_to_none=True)
     return torch.stack(maps, dim=1)
 
 
-def predictor_maps(predictor, faces, attributes, kind: str = "gradcam", layer: str | None = None):
+MAP_KINDS = ("hirescam", "gradcam", "cam")
+
+
+def predictor_maps(predictor, faces, attributes, kind: str = "hirescam", layer: str | None = None):
     """Maps of ``attributes`` over face images (framed like the model's training images) at
-    the network's input resolution: ``kind`` "cam" (the paper's, eq. 15-16) or "gradcam"
-    (:func:`gradient_maps` at ``layer``, default :func:`default_gradcam_layer`).
+    the network's input resolution: ``kind`` "cam" (the paper's, eq. 15-16), "gradcam" or
+    "hirescam" (:func:`gradient_maps` at ``layer``, default :func:`default_gradcam_layer`).
 
     Returns the views the network saw (uint8 (H, W, 3) each) and the maps (N, m, H, W).
     """
@@ -210,8 +224,9 @@ def predictor_maps(predictor, faces, attributes, kind: str = "gradcam", layer: s
     if kind == "cam":
         weights, _ = model.heads.linear_map()
         maps = class_activation_maps(model.backbone, weights[:, columns], batch)
-    elif kind == "gradcam":
-        maps = gradient_maps(model, batch, columns, layer or default_gradcam_layer(model.backbone))
+    elif kind in ("gradcam", "hirescam"):
+        maps = gradient_maps(model, batch, columns, layer or default_gradcam_layer(model.backbone),
+                             "channel" if kind == "gradcam" else "element")
     else:
-        raise ValueError(f"map kind must be 'cam' or 'gradcam', got {kind!r}")
+        raise ValueError(f"map kind must be one of {', '.join(MAP_KINDS)}, got {kind!r}")
     return views, upsample_maps(maps.float(), spec.size).detach().numpy()

@@ -40,9 +40,10 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--cam", nargs="+", metavar="ATTR",
                         help="with --annotate: also an activation map of each of these "
                              "attributes over each face")
-    parser.add_argument("--cam-kind", choices=("gradcam", "cam"), default="gradcam",
-                        help="gradcam: gradient-weighted map at an earlier layer (resolves "
-                             "facial parts); cam: the paper's class activation map (eq. 15-16)")
+    parser.add_argument("--cam-kind", choices=("hirescam", "gradcam", "cam"), default="hirescam",
+                        help="hirescam / gradcam: gradient-weighted maps at an earlier layer "
+                             "(they resolve facial parts); cam: the paper's class activation "
+                             "map (eq. 15-16, 2 x 2 cells for dlib's network)")
     parser.add_argument("--thresholds", default="model",
                         help="decision thresholds: 'model' (the model card's) or a number")
     parser.add_argument("--recursive", action="store_true",
