@@ -4,17 +4,33 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from mtfap.version import __version__
 
 # Sub-command modules, in the order ``mtfap --help`` lists them.
-COMMANDS: tuple[str, ...] = ("predict", "models", "export", "card", "data", "train", "features", "fit_heads", "compare",
+COMMANDS: tuple[str, ...] = ("demo", "predict", "models", "export", "card", "data", "train", "features", "fit_heads", "compare",
                              "evaluate", "sweep", "graph", "cam")
 
 
+class _OneLineErrors(argparse.ArgumentParser):
+    """Argument errors in one line, like every other error of the command line."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError) and exc.filename:
+        text = f"{exc.filename}: {exc.strerror or exc}"
+    else:
+        text = str(exc) or type(exc).__name__
+    return " ".join(text.split())
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineErrors(
         prog="mtfap",
         description="Multi-task facial attribute prediction (MTFAP): structured heads that share "
                     "knowledge between 40 face attributes.",
@@ -33,12 +49,24 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     from mtfap.errors import DataError
+    command = f"mtfap {args.command}"
     try:
         return int(args.func(args) or 0)
-    except (DataError, FileNotFoundError, ValueError) as exc:
-        # Errors about the user's input: one clear line, no traceback.
-        print(f"mtfap {args.command}: error: {exc}", file=sys.stderr)
+    except (DataError, ValueError, OSError) as exc:
+        # Errors about the user's input or files: one clear line, no traceback.
+        print(f"{command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except MemoryError:
+        print(f"{command}: error: out of memory; try a smaller --batch-size or fewer images",
+              file=sys.stderr)
+        return 1
+    except Exception as exc:  # a bug: one line, and the traceback on request
+        if os.environ.get("MTFAP_DEBUG"):
+            raise
+        print(f"{command}: error: internal error ({type(exc).__name__}: {_one_line(exc)}); "
+              "please report it with the command; MTFAP_DEBUG=1 shows the traceback",
+              file=sys.stderr)
+        return 1

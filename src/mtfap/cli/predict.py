@@ -34,7 +34,8 @@ def add_parser(subparsers) -> None:
                         help="table: a summary per face for reading; json / jsonl / csv: every "
                              "probability, for programs (schema in docs/PREDICT.md)")
     parser.add_argument("--out", type=Path, help="write the output to this file (default: "
-                                                 "standard output)")
+                                                 "standard output); the table summary then "
+                                                 "goes to standard output")
     parser.add_argument("--annotate", type=Path, metavar="DIR",
                         help="write each photo with its faces boxed and labelled into DIR")
     parser.add_argument("--cam", nargs="+", metavar="ATTR",
@@ -109,7 +110,9 @@ def _csv_rows(results, attributes):
 def _write_maps(analyzer, result, photo, names, kind, folder: Path) -> None:
     import numpy as np
 
-    from mtfap.applications.annotate import map_on_photo, save_image
+    from PIL import Image
+
+    from mtfap.applications.annotate import enlargement, map_on_photo, save_image
     from mtfap.applications.cam import predictor_maps
 
     if not result.faces:
@@ -121,12 +124,15 @@ def _write_maps(analyzer, result, photo, names, kind, folder: Path) -> None:
     h, w = maps.shape[-2:]
     top, left = (canvas[0] - h) // 2, (canvas[1] - w) // 2
     stem = Path(result.file).stem
+    factor = enlargement(photo)
+    large = np.asarray(Image.fromarray(photo).resize(
+        (photo.shape[1] * factor, photo.shape[0] * factor), Image.Resampling.LANCZOS))
     for c, name in enumerate(names):
-        picture = photo
+        picture = large
         for face, face_maps in zip(result.faces, maps):
             full = np.zeros(canvas)
             full[top:top + h, left:left + w] = face_maps[c]
-            picture = map_on_photo(picture, face, full)
+            picture = map_on_photo(picture, face, full, factor=factor)
         save_image(picture, folder / f"{stem}.{kind}.{name}.jpg")
 
 
@@ -159,7 +165,9 @@ def run(args) -> int:
             print(f"mtfap predict: error: {result.error}", file=sys.stderr, flush=True)
         elif args.annotate:
             _annotate(analyzer, result, args, cam_names)
-        if args.format == "table" and args.out is None and result.error is None:
+        if result.error is None and (args.format == "table" or args.out is not None):
+            # The summary for the reader: on standard output unless the output itself goes
+            # there (a machine-readable format without --out).
             print("\n".join(_table_lines(result, args.top)), flush=True)
     text = _render(results, args, analyzer.predictor.attributes)
     if text is not None:
