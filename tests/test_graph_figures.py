@@ -78,3 +78,18 @@ def test_heatmap_order_keeps_clusters_together_and_strong_pairs_adjacent():
     assert set(blocks[order[:3]]) in ({0}, {1})   # each strong block is contiguous
     labels = np.array([1, 0, 1, 0, 1, 0])
     assert set(display_order(M, labels)[:3]) == {1, 3, 5}   # cluster 0 first
+
+
+def test_community_readings_find_blocks_that_a_weak_path_joins_into_one_component():
+    from mtfap.applications.graph_figures import cluster_labels, community_labels
+    rng = np.random.default_rng(0)
+    blocks = [0] * 5 + [1] * 4 + [2] * 6
+    graph = np.array([[0.0 if i == j else (0.9 + 0.1 * rng.random() if a == b else 0.15)
+                       for j, b in enumerate(blocks)] for i, a in enumerate(blocks)])
+    assert len(set(cluster_labels(graph, 0.1))) == 1  # every task reachable: one component
+    for method in ("spectral", "modularity"):
+        labels = community_labels(graph, method)
+        assert len(set(labels)) == 3, method
+        for block in range(3):
+            members = {labels[i] for i, b in enumerate(blocks) if b == block}
+            assert len(members) == 1, (method, block)
