@@ -8,8 +8,14 @@ Presets
     The ten clusters the paper reads off its learned CelebA graph (Sec. 5.4; docs/METHOD.md section 4).
 ``regions``
     Attributes grouped by the face region they describe, as a contrast to ``paper``.
+``learned``
+    The communities of the task graph learned on CelebA (Scenario 2 on frozen dlib features),
+    read by modularity: Scenario 2's structure handed to Scenario 1 (docs/RESULTS.md).
 
-A user grouping is a JSON or YAML file holding one mapping ``group name -> [attribute, ...]``.
+A preset applied to some of CelebA's attributes (``--attributes Smiling,Male``) keeps those
+attributes in their groups and drops the groups left empty. A user grouping is a JSON or YAML
+file holding one mapping ``group name -> [attribute, ...]``; it must name exactly the
+attributes fitted.
 """
 
 from __future__ import annotations
@@ -56,7 +62,25 @@ REGION_GROUPS: dict[str, list[str]] = {
     "accessories": ["Eyeglasses", "Wearing_Earrings", "Wearing_Necklace", "Wearing_Necktie"],
 }
 
-PRESETS: dict[str, dict[str, list[str]]] = {"paper": PAPER_GROUPS, "regions": REGION_GROUPS}
+# `mtfap fit-heads FEATURES --method graph --param xi=0.01` on the frozen dlib features of the
+# shared CelebA train split, then `mtfap graph RUN`: the "modularity" reading of clusters.json
+# (adjusted Rand index 0.53 against the paper's ten clusters; the paper's connected components
+# of the same graph give two clusters and 0.08).
+LEARNED_GROUPS: dict[str, list[str]] = {
+    "appearance_and_hair": [
+        "Arched_Eyebrows", "Attractive", "Bangs", "Big_Lips", "Blond_Hair", "Blurry", "Brown_Hair",
+        "Heavy_Makeup", "Narrow_Eyes", "No_Beard", "Oval_Face", "Pale_Skin", "Pointy_Nose",
+        "Rosy_Cheeks", "Straight_Hair", "Wavy_Hair", "Wearing_Earrings", "Wearing_Lipstick",
+        "Wearing_Necklace", "Young"],
+    "ageing": ["Bags_Under_Eyes", "Bald", "Big_Nose", "Chubby", "Double_Chin", "Eyeglasses",
+               "Gray_Hair", "Receding_Hairline", "Wearing_Necktie"],
+    "male_and_facial_hair": ["5_o_Clock_Shadow", "Black_Hair", "Bushy_Eyebrows", "Goatee", "Male",
+                             "Mustache", "Sideburns", "Wearing_Hat"],
+    "smile": ["High_Cheekbones", "Mouth_Slightly_Open", "Smiling"],
+}
+
+PRESETS: dict[str, dict[str, list[str]]] = {"paper": PAPER_GROUPS, "regions": REGION_GROUPS,
+                                             "learned": LEARNED_GROUPS}
 
 
 def load_grouping(path: str | Path) -> dict[str, list[str]]:
@@ -103,13 +127,16 @@ def resolve_groups(groups, attributes) -> list[tuple[str, list[int]]]:
     Raises
     ------
     ValueError (DataError for a file)
-        When an attribute is unknown, appears in two groups, is in no group, or a group is empty.
+        When an attribute is unknown, appears in two groups, is in no group, or a group is empty
+        (a preset is first restricted to ``attributes``, see the module docstring).
     """
     source = "groups"
     if isinstance(groups, Mapping):
         mapping = {str(k): list(v) for k, v in groups.items()}
     elif isinstance(groups, str) and groups in PRESETS:
         mapping, source = PRESETS[groups], f"grouping preset {groups!r}"
+        mapping = {name: kept for name, members in mapping.items()
+                   if (kept := [m for m in members if m in set(attributes)])}
     elif isinstance(groups, (str, Path)):
         if isinstance(groups, str) and not Path(groups).suffix:
             raise ValueError(f"unknown grouping {groups!r}: use a preset ({', '.join(PRESETS)}), "
@@ -126,8 +153,10 @@ def resolve_groups(groups, attributes) -> list[tuple[str, list[int]]]:
             raise ValueError(f"{source}: group {name!r} is empty")
         for member in members:
             if member not in column:
+                shown = ", ".join(list(column)[:8]) + (" ..." if len(column) > 8 else "")
                 raise ValueError(f"{source}: group {name!r} names unknown attribute {member!r}."
-                                 f"{did_you_mean(member, column)}")
+                                 f"{did_you_mean(member, column)} The attributes fitted are "
+                                 f"{shown}; a grouping must name exactly these")
             if member in owner:
                 raise ValueError(f"{source}: attribute {member!r} is in two groups, {owner[member]!r} "
                                  f"and {name!r}; every attribute must be in exactly one group")
@@ -136,5 +165,8 @@ def resolve_groups(groups, attributes) -> list[tuple[str, list[int]]]:
     missing = [a for a in attributes if a not in owner]
     if missing:
         raise ValueError(f"{source}: attributes in no group: {', '.join(missing)}; every attribute "
-                         "must be in exactly one group")
+                         "must be in exactly one group. Give a grouping that covers them (a "
+                         ".json/.yaml file of group: [attributes], as --groups FILE, or "
+                         "--param groups=FILE for mtfap train) or use the graph or independent "
+                         "heads, which need no grouping")
     return resolved
