@@ -64,4 +64,4 @@ def export_run(run: str | Path, out: str | Path, *, name: str, version: str, dat
         raise ValueError(f"thresholds must be '0.5' or 'val', got {thresholds!r}")
     return export_model(predictor, out, name=name, version=version, spec=spec, dtype=dtype,
                         backbone_weights=backbone_weights, description=description,
-                        card={"trained_from": str(Path(run).resolve()), "data": str(data)})
+                        card={"trained_from": Path(run).name, "data": Path(str(data)).name})
