@@ -106,3 +106,32 @@ def make_table_dataset(root: Path, rows: list[str], header: str = "image,identit
     images = write_images(root / ("photos.zip" if as_zip else "photos"), files, as_zip)
     table = write_lines(root / table_name, [header, *rows], newline="\n")
     return images, table
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims ``width`` x ``height`` but that holds (almost) no pixels."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 4)) + chunk(b"IEND", b""))
+
+
+def write_features(path: Path, n: int = 90, d: int = 6,
+                   attributes=("Male", "Smiling", "Young", "Bangs"), seed: int = 0,
+                   meta: dict | None = None) -> Path:
+    """A features file (``mtfap features`` format) with a planted signal, a train/val/test
+    split in thirds and three images per identity."""
+    from mtfap.data.features import FeatureSet
+
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d)).astype(np.float32)
+    labels = (X[:, : len(attributes)] + 0.3 * rng.normal(size=(n, len(attributes))) > 0)
+    split = np.repeat([0, 1, 2], -(-n // 3))[:n].astype(np.int8)
+    return FeatureSet(X, labels.astype(np.uint8), np.ones((n, len(attributes)), bool),
+                      list(attributes), [f"{i:06d}.jpg" for i in range(n)], split,
+                      np.arange(n) // 3, meta or {"backbone": "generated"}).save(path)

@@ -206,7 +206,7 @@ def test_bad_input_is_named(X, Y, mask, message):
 
 def test_bad_hyper_parameters_are_named(data):
     X, Y, _ = data
-    with pytest.raises(ValueError, match="solver must be one of paper, proximal"):
+    with pytest.raises(ValueError, match="solver must be one of 'paper', 'proximal'"):
         LowRankSparseHeads(solver="sgd", groups=GROUPS, attributes=NAMES).fit(X, Y)
     with pytest.raises(ValueError, match="graph_step must be one of"):
         GraphHeads(graph_step="dong", attributes=NAMES).fit(X, Y)

@@ -132,7 +132,7 @@ def test_graph_heads_learn_a_graph_at_the_end_of_an_epoch():
 def test_bad_method_or_parameter_is_named():
     with pytest.raises(ValueError, match="unknown head method 'lowrank'. Did you mean 'lowrank_sparse'"):
         make_torch_heads("lowrank", 5, NAMES)
-    with pytest.raises(ValueError, match="bad parameter for 'graph' heads"):
+    with pytest.raises(ValueError, match="graph heads have no parameter 'gamma'"):
         make_torch_heads("graph", 5, NAMES, gamma=1.0)
     with pytest.raises(ValueError, match="solver must be one of"):
         make_torch_heads("lowrank_sparse", 5, NAMES, groups=GROUPS, solver="adam")

@@ -1,6 +1,6 @@
 """Imports run one way through the layers of the package (docs/ARCHITECTURE.md):
 
-    errors -> io, attributes, version -> backbones, heads, search -> data -> faces, evaluation
+    errors -> io, attributes, version -> backbones, heads, search, outputs -> data -> faces, evaluation
         -> model -> training -> applications -> experiments -> cli -> mtfap (the package's doors)
 
 A part may import only parts of a lower layer (or itself); the test reads every import
@@ -18,7 +18,7 @@ SOURCE = Path(__file__).resolve().parents[1] / "src" / "mtfap"
 LAYERS = [
     {"errors"},
     {"io", "attributes", "version", "resources"},
-    {"backbones", "heads", "search"},
+    {"backbones", "heads", "search", "outputs"},
     {"data"},
     {"faces", "evaluation"},
     {"model"},

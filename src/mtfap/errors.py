@@ -55,14 +55,15 @@ class ProblemLog:
             warnings.warn(message, stacklevel=3)
 
 
-def closest_name(name: str, choices) -> str | None:
-    """The closest of ``choices`` to ``name`` (case-insensitive), or None.
+def closest_name(name: str, choices, cutoff: float = 0.5) -> str | None:
+    """The closest of ``choices`` to ``name`` (case-insensitive, similarity at least
+    ``cutoff``), or None.
 
     >>> closest_name("smilng", ["Smiling", "Male"])
     'Smiling'
     """
     lowered = {str(c).lower(): c for c in choices}
-    match = difflib.get_close_matches(str(name).lower(), list(lowered), n=1, cutoff=0.5)
+    match = difflib.get_close_matches(str(name).lower(), list(lowered), n=1, cutoff=cutoff)
     return lowered[match[0]] if match else None
 
 

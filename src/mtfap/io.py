@@ -1,4 +1,5 @@
-"""Writing results: files replaced atomically, JSON, CSV and Markdown tables, figures.
+"""Writing results: files replaced atomically, JSON, CSV and Markdown tables, figures; and
+reading the plain ``.npz`` files the project writes, without pickle.
 
 Everything the project writes goes through :func:`atomic_write`: a temporary file beside the
 target, renamed over it when complete, so a reader (or the next run after a kill) never sees a
@@ -10,10 +11,15 @@ from __future__ import annotations
 import json
 import math
 import os
+import struct
 import tempfile
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
+
+from mtfap.errors import DataError
 
 TMP_MARK = ".tmp"  # every temporary file of atomic_write ends so: stale_temporaries finds them
 _UMASK = os.umask(0)
@@ -142,3 +148,33 @@ def save_figure(fig, path: str | Path, svg: bool = False, dpi: int = 150) -> lis
         tmp, format=fmt, dpi=dpi, bbox_inches="tight")) for target, fmt in targets]
     plt.close(fig)
     return written
+
+
+# What numpy raises on a damaged .npz: a broken zip (BadZipFile, zlib.error, EOFError,
+# struct.error), a bad array header or an array that needs pickle (ValueError), a read error.
+_NPZ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, struct.error, ValueError, OSError,
+               KeyError, RuntimeError, NotImplementedError)
+
+
+def read_npz(path: Path, what: str, hint: str) -> dict[str, np.ndarray]:
+    """Every array of the ``.npz`` at ``path``, read without pickle; a damaged or foreign file
+    raises DataError naming it as ``what``."""
+    try:
+        stored = np.load(path, allow_pickle=False)
+        arrays = None
+        if isinstance(stored, np.lib.npyio.NpzFile):  # else a bare .npy array
+            with stored:
+                arrays = {name: stored[name] for name in stored.files}
+    except _NPZ_ERRORS as exc:
+        raise DataError(f"cannot read the {what} ({_npz_reason(exc)})", path, hint=hint) from None
+    if arrays is None:
+        raise DataError(f"not a {what}: an .npy array, not an .npz archive", path, hint=hint)
+    return arrays
+
+
+def _npz_reason(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if "pickle" in text:
+        return "it holds Python objects that only pickle can read, and mtfap never unpickles"
+    return f"damaged, truncated or not an .npz archive: {text}"
+

@@ -6,6 +6,7 @@ Each backbone lives in its own module and registers a factory with ``@register_b
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Callable
 
 from mtfap.backbones.base import Backbone, InputSpec
@@ -41,10 +42,21 @@ def create_backbone(name: str, pretrained: bool | str = False, **kwargs) -> Back
         (where the backbone has one), or a path to a local state_dict / safetensors file.
     """
     _load_all()
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown backbone {name!r}.{did_you_mean(name, _REGISTRY)} "
+    if not isinstance(name, str) or name not in _REGISTRY:
+        raise ValueError(f"unknown backbone {name!r}.{did_you_mean(str(name), _REGISTRY)} "
                          f"Available: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name](pretrained=pretrained, **kwargs)
+    factory = _REGISTRY[name]
+    accepted = inspect.signature(factory).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
+        known = [p for p in accepted if p != "pretrained"]
+        for key in kwargs:  # backbone_args come from config files and model.json
+            if key not in accepted:
+                raise ValueError(f"backbone {name!r} has no argument {key!r}."
+                                 f"{did_you_mean(key, known)} Arguments: {', '.join(known)}")
+    try:
+        return factory(pretrained=pretrained, **kwargs)
+    except TypeError as exc:  # an argument of the wrong type, e.g. widths: "wide"
+        raise ValueError(f"backbone {name!r}: bad arguments {kwargs} ({exc})") from None
 
 
 __all__ = ["Backbone", "InputSpec", "create_backbone", "list_backbones", "register_backbone"]

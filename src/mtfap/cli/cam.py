@@ -15,6 +15,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mtfap.cli.arguments import (
+    add_image_arguments,
+    add_overwrite_argument,
+    count,
+    pixel_limit,
+)
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -28,8 +35,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--data", help="take faces from this dataset instead of image files")
     parser.add_argument("--split", choices=("train", "val", "test"), default="test",
                         help="with --data: the split to pick faces from")
-    parser.add_argument("--count", type=int, default=4, help="with --data: number of faces")
-    parser.add_argument("--seed", type=int, default=0, help="with --data: which faces are picked")
+    parser.add_argument("--count", type=count(1), default=4, help="with --data: number of faces")
+    parser.add_argument("--seed", type=count(0), default=0, help="with --data: which faces are picked")
     parser.add_argument("--grid", action="store_true",
                         help="one grid of images x attributes instead of one PNG per image")
     parser.add_argument("--alpha", type=float, default=0.5, help="opacity of the map overlay")
@@ -37,13 +44,18 @@ def add_parser(subparsers) -> None:
                         help="train runs: best validation epoch or the last one")
     parser.add_argument("--out", type=Path, help="output folder (default: RUN/cam)")
     parser.add_argument("--svg", action="store_true", help="also write SVG figures")
+    add_overwrite_argument(parser)
+    add_image_arguments(parser, skip=False)
     parser.set_defaults(func=run)
 
 
 def _images(args):
-    """(names, PIL images) from the files or from the dataset split."""
+    """(names, PIL images) from the files or from the dataset split, decoded as every image is
+    (``mtfap.data.decode``: the pixel limit, EXIF orientation, corrupt files named)."""
     import numpy as np
-    from PIL import Image, UnidentifiedImageError
+
+    from mtfap.data.decode import max_pixels_limit, read_image_file
+    from mtfap.data.images import check_image_size
 
     if args.data is not None:
         if args.images:
@@ -52,8 +64,8 @@ def _images(args):
         dataset = open_dataset(args.data)
         rows = dataset.split_indices(args.split) if dataset.split is not None \
             else np.arange(len(dataset))
-        if args.count < 1 or len(rows) == 0:
-            raise ValueError(f"--count must be >= 1 and split {args.split!r} must have images")
+        if len(rows) == 0:
+            raise ValueError(f"split {args.split!r} of {args.data} has no images")
         picked = np.random.default_rng(args.seed).choice(rows, min(args.count, len(rows)),
                                                          replace=False)
         keys = [dataset.keys[i] for i in sorted(picked)]
@@ -62,23 +74,28 @@ def _images(args):
         raise ValueError("give image files, or --data PATH to pick faces from a dataset")
     images = []
     for path in args.images:
-        try:
-            with Image.open(path) as image:
-                images.append(image.convert("RGB"))
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{path}: image not found") from None
-        except (UnidentifiedImageError, OSError) as err:
-            raise ValueError(f"{path}: cannot read the image ({err})") from None
+        if path.is_file():  # a missing file: read_image_file names it
+            check_image_size(path.stat().st_size, path.name, path, max_pixels_limit())
+        images.append(read_image_file(path))
     return [p.name for p in args.images], images
 
 
 def run(args) -> int:
+    with pixel_limit(args.max_pixels):
+        return _cam(args)
+
+
+def _cam(args) -> int:
     from mtfap.applications.cam import attribute_maps, plot_cam_grid
     from mtfap.attributes import resolve_attributes
     from mtfap.model.runs import open_run
+    from mtfap.outputs import prepare_output_folder
 
     if not 0 <= args.alpha <= 1:
         raise ValueError(f"--alpha must be in [0, 1], got {args.alpha}")
+    out = args.out or args.run / "cam"
+    claim = {"overwrite": args.overwrite, "protect": [args.run]}
+    prepare_output_folder(out, "cam", check_only=True, **claim)
     opened = open_run(args.run, args.checkpoint)
     names = resolve_attributes(args.attr, opened.attributes)
     columns = [opened.attributes.index(a) for a in names]
@@ -87,7 +104,7 @@ def run(args) -> int:
     backbone = opened.backbone()
     views, maps, probabilities = attribute_maps(backbone, weights[:, columns], bias[columns],
                                                 images)
-    out = args.out or args.run / "cam"
+    prepare_output_folder(out, "cam", **claim)
     if args.grid:
         written = plot_cam_grid(views, maps, names, out / "cam_grid", probabilities,
                                 image_names, args.alpha, svg=args.svg)

@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from mtfap.cli.arguments import add_overwrite_argument, count
+
 
 def add_parser(subparsers) -> None:
     from mtfap.experiments.frozen import VARIANTS as METHODS
@@ -35,7 +37,7 @@ def add_parser(subparsers) -> None:
                              "pixels); default: dlib_face_resnet with --data, pixels without")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS),
                         metavar="METHOD", help=f"methods to compare: {', '.join(METHODS)}")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0],
+    parser.add_argument("--seeds", nargs="+", type=count(0), default=[0],
                         help="seeds (the paper solver's mini-batches; with --scarce, which "
                              "labels are hidden); deterministic methods run once")
     parser.add_argument("--no-tune", dest="tune", action="store_false",
@@ -49,40 +51,53 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--scarce", type=float, metavar="FRACTION",
                         help="keep only this fraction of the train/val labels of the rarest "
                              "attributes (the paper's motivating case)")
-    parser.add_argument("--scarce-count", type=int, default=20,
+    parser.add_argument("--scarce-count", type=count(1), default=20,
                         help="how many of the rarest attributes --scarce applies to")
     parser.add_argument("--tune-thresholds", action="store_true",
                         help="per-attribute decision thresholds tuned on val (default 0.5)")
-    parser.add_argument("--bootstrap", type=int, default=1000,
+    parser.add_argument("--bootstrap", type=count(0), default=1000,
                         help="identity-bootstrap replicates of the test intervals (0: none)")
     parser.add_argument("--paper", choices=("auto", "celeba", "lfwa", "none"), default="auto",
                         help="show the paper's MTFAP columns (auto: Table 1 on real data with "
                              "CelebA's attributes)")
-    parser.add_argument("--synthetic-size", type=int, default=2000,
+    parser.add_argument("--synthetic-size", type=count(1), default=2000,
                         help="images of the generated dataset when there is no --data")
     parser.add_argument("--out", type=Path, default=Path("runs/compare"), help="output folder")
     parser.add_argument("--cache-dir", help="cache folder (default: $MTFAP_CACHE or ~/.cache/mtfap)")
     parser.add_argument("--svg", action="store_true", help="write SVG figures beside the PNGs")
+    add_overwrite_argument(parser)
     parser.add_argument("--no-progress", dest="progress", action="store_false",
                         help="no progress bars")
     parser.set_defaults(func=run)
 
 
 def read_params(path: Path | None) -> dict | None:
-    """``{method: {param: value}}`` from a JSON file (a sweep.json's ``chosen`` works too)."""
+    """``{method: {param: value}}`` from a JSON file (a sweep.json's ``chosen`` works too);
+    every method and parameter is checked here, with the file named in the error."""
+    from mtfap.errors import DataError
+    from mtfap.experiments.frozen import VARIANTS, check_methods
+    from mtfap.heads.params import check_params
+
     if path is None:
         return None
     if not path.is_file():
         raise FileNotFoundError(f"{path}: parameters file not found")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
+        raise DataError(f"not valid JSON ({err.msg})", path, err.lineno) from None
+    except UnicodeDecodeError as err:
+        raise DataError(f"not a UTF-8 text file ({err.reason} at byte {err.start})", path) from None
     data = data.get("chosen", data) if isinstance(data, dict) else data
     if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
-        raise ValueError(f"{path}: expected {{method: {{param: value}}}}, e.g. "
-                         '{"graph": {"xi": 0.01}}')
-    return data
+        raise DataError("expected {method: {param: value}}", path,
+                        hint='for example {"graph": {"xi": 0.01}}')
+    try:
+        check_methods(data)
+        return {name: check_params(VARIANTS[name].method, values)
+                for name, values in data.items()}
+    except ValueError as exc:
+        raise DataError(str(exc), path) from None
 
 
 def load_features(args):
@@ -129,11 +144,11 @@ def run(args) -> int:
         reference_groupings,
         write_comparison,
     )
+    from mtfap.outputs import prepare_output_folder
 
     if args.scarce is not None and not 0 < args.scarce <= 1:
         raise ValueError(f"--scarce must be a fraction in (0, 1], got {args.scarce}")
-    if args.bootstrap < 0:
-        raise ValueError(f"--bootstrap must be >= 0, got {args.bootstrap}")
+    prepare_output_folder(args.out, "compare", overwrite=args.overwrite, check_only=True)
     started = time.perf_counter()
     params = read_params(args.params)
     features, what, real = load_features(args)
@@ -158,6 +173,7 @@ def run(args) -> int:
         threshold_tuning=args.tune_thresholds, n_bootstrap=args.bootstrap,
         progress=args.progress)
     comparison.meta["data"] = what
+    prepare_output_folder(args.out, "compare", overwrite=args.overwrite)
     write_comparison(comparison, args.out, paper, svg=args.svg)
     print()
     print(f"Test accuracy (%) on {what}")

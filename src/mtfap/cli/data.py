@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mtfap.cli.arguments import add_image_arguments, pixel_limit
 from mtfap.data.dataset import SPLITS, FaceDataset
 
 
@@ -54,6 +55,7 @@ def add_parser(subparsers) -> None:
     check.add_argument("--decode", action="store_true", help="also decode every image (slow)")
     check.add_argument("--skip-bad-images", action="store_true",
                        help="count images that cannot be decoded as warnings, not problems")
+    add_image_arguments(check, skip=False)
     check.add_argument("--max-problems", type=int, default=50,
                        help="list at most this many problems (default: 50; all are counted)")
     check.set_defaults(func=run_check)
@@ -131,9 +133,10 @@ def run_info(args) -> int:
 
 def run_check(args) -> int:
     from mtfap.data import check_dataset
-    report = check_dataset(args.path, decode=args.decode,
-                           skip_bad_images=args.skip_bad_images, progress=not args.json,
-                           **_options(args))
+    with pixel_limit(args.max_pixels):
+        report = check_dataset(args.path, decode=args.decode,
+                               skip_bad_images=args.skip_bad_images, progress=not args.json,
+                               **_options(args))
     images = report.images
     if args.json:
         problems = [{"message": p.message, "path": None if p.path is None else str(p.path),

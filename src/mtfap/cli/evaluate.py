@@ -16,6 +16,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mtfap.cli.arguments import (
+    add_image_arguments,
+    add_overwrite_argument,
+    count,
+    pixel_limit,
+)
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -41,15 +48,18 @@ def add_parser(subparsers) -> None:
                         help="paper: put the table beside the paper's published columns")
     parser.add_argument("--paper-table", choices=("celeba", "lfwa"), default="celeba",
                         help="which published table --compare paper uses (Table 1 / Table 2)")
-    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates (0: none)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap draws")
+    parser.add_argument("--bootstrap", type=count(0), default=1000,
+                        help="bootstrap replicates (0: none)")
+    parser.add_argument("--seed", type=count(0), default=0, help="seed of the bootstrap draws")
     parser.add_argument("--checkpoint", choices=("best", "last"), default="best",
                         help="train runs: best validation epoch or the last one")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=count(1), default=64)
     parser.add_argument("--device", default="cpu", help="cpu or cuda (train runs)")
     parser.add_argument("--out", type=Path,
                         help="output folder (default: RUN/eval-SPLIT; for an ensemble "
                              "FIRST_RUN/eval-SPLIT-ensemble)")
+    add_overwrite_argument(parser)
+    add_image_arguments(parser, skip=False)
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     parser.set_defaults(func=run)
 
@@ -66,15 +76,22 @@ def _scales(text: str) -> tuple[float, ...]:
 
 
 def run(args) -> int:
+    with pixel_limit(args.max_pixels):
+        return _evaluate(args)
+
+
+def _evaluate(args) -> int:
     import numpy as np
 
     from mtfap.evaluation.metrics import evaluate_predictions, tune_thresholds
     from mtfap.evaluation.paper import comparison_table
     from mtfap.io import text_table, write_table
     from mtfap.model.runs import open_run
+    from mtfap.outputs import prepare_output_folder
 
-    if args.bootstrap < 0:
-        raise ValueError(f"--bootstrap must be >= 0, got {args.bootstrap}")
+    out = args.out or args.run[0] / f"eval-{args.split}{'-ensemble' if len(args.run) > 1 else ''}"
+    claim = {"overwrite": args.overwrite, "protect": args.run}
+    prepare_output_folder(out, "evaluate", check_only=True, **claim)
     runs = [open_run(path, args.checkpoint) for path in args.run]
     opened = runs[0]
     for path, other in zip(args.run[1:], runs[1:]):
@@ -109,7 +126,7 @@ def run(args) -> int:
               "kind": opened.kind, "method": opened.method,
               "split": args.split, "thresholds": args.thresholds,
               "test_scales": list(args.test_scales or (1.0,))})
-    out = args.out or args.run[0] / f"eval-{args.split}{'-ensemble' if ensemble else ''}"
+    prepare_output_folder(out, "evaluate", **claim)
     frame = result.to_frame()
     name = " + ".join(map(str, args.run))
     write_table(out / "metrics", frame, title=f"{name} on {args.split}",

@@ -3,6 +3,8 @@
 Fits on the training split, reports the mean accuracy over attributes (and the balanced
 accuracy) on validation and test with identity-cluster bootstrap intervals, and writes to
 ``--out``: ``heads.npz`` + ``heads.json`` (the fitted heads, no pickle) and ``metrics.json``.
+``heads.json`` records the features file by absolute path and content fingerprint, so that
+``mtfap evaluate`` scores that file and no other.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 import time
 from pathlib import Path
 
+from mtfap.cli.arguments import add_overwrite_argument, count
 from mtfap.heads.registry import METHODS
 
 
@@ -33,21 +36,22 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--attributes", help="comma-separated attributes to fit (None: all)")
     parser.add_argument("--tune-thresholds", action="store_true",
                         help="pick each attribute's decision threshold on validation (default 0.5)")
-    parser.add_argument("--bootstrap", type=int, default=1000,
+    parser.add_argument("--bootstrap", type=count(0), default=1000,
                         help="bootstrap replicates for the 95 %% intervals (0: none)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap draws")
+    parser.add_argument("--seed", type=count(0), default=0, help="seed of the bootstrap draws")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
+    add_overwrite_argument(parser)
     parser.set_defaults(func=run)
 
 
 def _parse_params(args) -> dict:
-    import yaml
+    from mtfap.heads.params import read_value
     params = {}
     for text in args.param:
         key, sep, raw = text.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"--param {text!r}: expected KEY=VALUE, for example --param lam=0.01")
-        params[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+        params[key.strip()] = read_value(raw)
     for name in ("solver", "groups"):
         if getattr(args, name) is not None:
             if args.method != "lowrank_sparse":
@@ -57,24 +61,33 @@ def _parse_params(args) -> dict:
 
 
 def run(args) -> int:
+    from dataclasses import replace
+
     import numpy as np
 
-    from mtfap.data.features import FeatureSet
+    from mtfap.data.features import FeatureSet, file_fingerprint
+    from mtfap.errors import DataError
     from mtfap.evaluation.metrics import evaluate_predictions, tune_thresholds
     from mtfap.heads.persistence import save_fitted_heads
     from mtfap.heads.registry import make_head_estimator
     from mtfap.io import write_json
+    from mtfap.outputs import prepare_output_folder
 
+    prepare_output_folder(args.out, "heads", overwrite=args.overwrite, check_only=True)
     features = FeatureSet.load(args.features)
+    fingerprint = file_fingerprint(args.features)
     if args.attributes:
         from mtfap.attributes import resolve_attributes
         names = resolve_attributes([a.strip() for a in args.attributes.split(",")],
                                    features.attributes)
         columns = [features.attributes.index(a) for a in names]
-        features = FeatureSet(features.X, features.labels[:, columns], features.mask[:, columns],
-                              names, features.keys, features.split, features.identities,
-                              features.meta)
+        features = replace(features, labels=features.labels[:, columns],
+                           mask=features.mask[:, columns], attributes=names)
     estimator = make_head_estimator(args.method, _parse_params(args), features.attributes)
+    if features.split is None or not (features.split == 0).any():
+        raise DataError("the features have no training split", args.features,
+                        hint="fit-heads fits on the train rows; extract features of a dataset "
+                             "with a train/val/test split")
     train = features.get_split("train")
     started = time.perf_counter()
     estimator.fit(train.X, train.labels, train.mask)
@@ -97,9 +110,11 @@ def run(args) -> int:
         print(f"{split:>5}: mean accuracy {summary['mean_accuracy']:.2f} % "
               f"[{ci[0]:.2f}, {ci[1]:.2f}], balanced {summary['mean_balanced_accuracy']:.2f} % "
               f"({len(part)} images)")
-    meta = {"features": str(args.features), "features_meta": features.meta,
+    meta = {"features": str(args.features.resolve()), "features_fingerprint": fingerprint,
+            "features_meta": features.meta,
             "fit_seconds": round(fit_seconds, 3), "n_train": len(train),
             "thresholds": np.broadcast_to(thresholds, (len(features.attributes),)).tolist()}
+    prepare_output_folder(args.out, "heads", overwrite=args.overwrite)
     save_fitted_heads(estimator, args.method, args.out, meta)
     write_json(args.out / "metrics.json", {"method": args.method, **meta, **report})
     print(json.dumps({"method": args.method, "fit_seconds": round(fit_seconds, 2),

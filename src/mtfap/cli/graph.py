@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mtfap.cli.arguments import add_overwrite_argument
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -30,21 +32,26 @@ def add_parser(subparsers) -> None:
                         help="train runs: best validation epoch or the last one")
     parser.add_argument("--out", type=Path, help="output folder (default: RUN/graph)")
     parser.add_argument("--svg", action="store_true", help="also write SVG figures")
+    add_overwrite_argument(parser)
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
     from mtfap.applications.graph_figures import write_graph_report
     from mtfap.model.runs import open_run
+    from mtfap.outputs import prepare_output_folder
 
     if not 0 <= args.threshold < 1:
         raise ValueError(f"--threshold must be in [0, 1), got {args.threshold}")
+    out = args.out or args.run / "graph"
+    prepare_output_folder(out, "graph", overwrite=args.overwrite, protect=[args.run],
+                          check_only=True)
     opened = open_run(args.run, args.checkpoint)
     graph = opened.task_graph()
     if graph is None:
         raise ValueError(f"{args.run}: a {opened.method!r} run has no task graph; fit one with "
                          "`mtfap fit-heads --method graph` or train with --heads graph")
-    out = args.out or args.run / "graph"
+    prepare_output_folder(out, "graph", overwrite=args.overwrite, protect=[args.run])
     references = {name: name for name in args.against}
     report = write_graph_report(graph, opened.attributes, out, references, args.threshold,
                                 svg=args.svg)

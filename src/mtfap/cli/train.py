@@ -16,6 +16,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Literal
 
+from mtfap.cli.arguments import add_image_arguments, add_overwrite_argument, pixel_limit
 from mtfap.training.config import TrainConfig
 
 # (flag, config key, argparse type, help); every flag maps to exactly one config key.
@@ -79,6 +80,11 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--flip-test", dest="flip_test", action="store_true",
                         default=argparse.SUPPRESS,
                         help="evaluate on the mean logits of each image and its mirror")
+    parser.add_argument("--skip-bad-images", dest="skip_bad_images", action="store_true",
+                        default=argparse.SUPPRESS,
+                        help="leave out, with a warning, the images that cannot be decoded "
+                             "(corrupt, truncated, too large) instead of stopping")
+    add_image_arguments(parser, skip=False)
     parser.add_argument("--param", dest="heads_param", action="append", default=[],
                         metavar="KEY=VALUE",
                         help="a head hyper-parameter, e.g. --param lam=0.01 "
@@ -89,6 +95,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --output-dir from its last.pt (its config.json "
                              "is the base config when --config is not given)")
+    add_overwrite_argument(parser, "--output-dir")
     parser.add_argument("--no-progress", dest="progress", action="store_false",
                         default=argparse.SUPPRESS, help="no progress bars")
     parser.set_defaults(func=run)
@@ -105,16 +112,21 @@ def resolve_config(args) -> TrainConfig:
     table = read_config_file(base_file) if base_file is not None else {}
     heads_params = [parse_override(text, table="heads_params") for text in args.heads_param]
     overrides = [parse_override(text) for text in args.overrides]
-    return load_config(None, [*table.items(), *flags.items(), *heads_params, *overrides])
+    return load_config(None, [*table.items(), *flags.items(), *heads_params, *overrides],
+                       source=base_file)
 
 
 def run(args) -> int:
     from mtfap.training.trainer import TrainingError, train
+    if args.resume and args.overwrite:
+        raise ValueError("--resume continues the run in --output-dir and --overwrite replaces "
+                         "it: give one of them")
     config = resolve_config(args)
     if not config.data:
         raise ValueError("no dataset: give --data PATH (or `data` in the --config file)")
     try:
-        result = train(config, resume=args.resume)
+        with pixel_limit(args.max_pixels):
+            result = train(config, resume=args.resume, overwrite=args.overwrite)
     except TrainingError as exc:
         print(f"mtfap train: error: {exc}", file=sys.stderr)
         return 1

@@ -32,7 +32,7 @@ try:  # POSIX advisory locks keep two processes (e.g. DDP ranks) from building o
 except ImportError:  # pragma: no cover - Windows: no lock, builds stay atomic but may repeat
     fcntl = None
 
-CACHE_FORMAT = 1  # bump when the layout or the preprocessing changes: old caches are ignored
+CACHE_FORMAT = 2  # bump when the layout or the preprocessing changes: old caches are ignored
 
 
 def default_cache_dir(cache_dir: str | Path | None = None) -> Path:
@@ -97,32 +97,40 @@ def _sidecars(folder: Path):
             continue  # unreadable: not a complete entry, rebuilt on demand
 
 
-def find_cache(dataset: FaceDataset, spec: InputSpec,
-               cache_dir: str | Path | None = None) -> DecodedImageCache | None:
+def find_cache(dataset: FaceDataset, spec: InputSpec, cache_dir: str | Path | None = None,
+               fingerprint: str | None = None) -> DecodedImageCache | None:
     """A complete cache entry that holds every image of ``dataset`` at ``spec``, or None.
 
-    An entry is used only if its sidecar matches the source's current fingerprint, the crop, the
-    size and the cache format, and its data file has exactly the expected size; the entry built
-    for exactly these keys is preferred, then any entry whose keys include them.
+    An entry is used only if its sidecar matches the source's current fingerprint (of the
+    images' content, ``ImageSource.fingerprint``; pass it when already computed), the pixel
+    limit, the crop, the size and the cache format, and its data file has exactly the expected
+    size; the entry built for exactly these keys is preferred, then any entry whose keys
+    include them.
     """
     height, width = _check_spec(spec)
     folder = cache_folder(dataset, cache_dir)
     if not folder.is_dir():
         return None
-    fingerprint, wanted = dataset.source.fingerprint(), set(dataset.keys)
+    fingerprint = fingerprint or dataset.source.fingerprint()
+    wanted, limit = set(dataset.keys), dataset.source.pixel_limit()
     digest = _keys_digest(sorted(wanted))
     candidates = []
     for sidecar, meta in _sidecars(folder):
         if (meta.get("format") != CACHE_FORMAT or meta.get("fingerprint") != fingerprint
-                or meta.get("size") != [height, width] or meta.get("crop") != spec.crop):
+                or meta.get("size") != [height, width] or meta.get("crop") != spec.crop
+                or meta.get("max_pixels") != limit):
             continue
         data_path = sidecar.with_suffix(".u8")
         keys = meta.get("keys", [])
+        bad_keys = meta.get("bad_keys", [])
+        if not all(isinstance(k, list) and all(isinstance(key, str) for key in k)
+                   for k in (keys, bad_keys)):
+            continue  # not written by build_cache: rebuilt
         expected = len(keys) * height * width * 3
         if not data_path.is_file() or data_path.stat().st_size != expected:
             continue
         if meta.get("keys_sha1") == digest or wanted.issubset(keys):
-            entry = DecodedImageCache(data_path, keys, (height, width), meta.get("bad_keys", []))
+            entry = DecodedImageCache(data_path, keys, (height, width), bad_keys)
             candidates.append((meta.get("keys_sha1") != digest, len(keys), entry))
     return min(candidates, key=lambda c: c[:2])[2] if candidates else None
 
@@ -170,16 +178,17 @@ def build_cache(dataset: FaceDataset, spec: InputSpec, cache_dir: str | Path | N
     height, width = _check_spec(spec)
     if len(dataset) == 0:
         raise ValueError(f"dataset {dataset.name!r} is empty: nothing to cache")
-    found = find_cache(dataset, spec, cache_dir)
+    fingerprint = dataset.source.fingerprint()
+    found = find_cache(dataset, spec, cache_dir, fingerprint)
     if found is not None:
         return found
     folder = cache_folder(dataset, cache_dir)
     folder.mkdir(parents=True, exist_ok=True)
     with _folder_lock(folder):
-        found = find_cache(dataset, spec, cache_dir)  # another process may have built it meanwhile
+        # another process may have built it meanwhile
+        found = find_cache(dataset, spec, cache_dir, fingerprint)
         if found is not None:
             return found
-        fingerprint = dataset.source.fingerprint()
         _remove_stale(folder, fingerprint)
         keys = sorted(set(dataset.keys))
         digest = _keys_digest(keys)
@@ -219,7 +228,8 @@ def build_cache(dataset: FaceDataset, spec: InputSpec, cache_dir: str | Path | N
             tmp_path.unlink(missing_ok=True)
         _write_json_atomic(sidecar, {
             "format": CACHE_FORMAT, "source": str(source.root.resolve()),
-            "fingerprint": fingerprint, "crop": spec.crop, "size": [height, width],
+            "fingerprint": fingerprint, "max_pixels": source.pixel_limit(), "crop": spec.crop,
+            "size": [height, width],
             "resample": "bilinear", "count": len(keys), "keys_sha1": digest,
             "bad_keys": bad_keys, "build_seconds": round(time.perf_counter() - start, 2),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "keys": keys})

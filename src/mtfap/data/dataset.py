@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -57,12 +58,25 @@ class FaceDataset:
         if name not in SPLITS:
             raise ValueError(f"unknown split {name!r}; use one of {', '.join(SPLITS)}")
         if self.split is None:
-            raise ValueError(f"dataset {self.name!r} has no split; make one with "
+            raise ValueError(f"dataset {self.name!r} has no split; add a split column (train, "
+                             "val or test per image) to its table, or make one in Python with "
                              "mtfap.data.splits.identity_disjoint_split")
         return np.flatnonzero(self.split == SPLITS[name])
 
     def get_split(self, name: str) -> "FaceDataset":
         return self.subset(self.split_indices(name))
+
+    def labels_digest(self) -> str:
+        """A digest of everything of the dataset but its images: keys, attribute names, labels,
+        mask, split and identities. With ``source.fingerprint()`` (the images) it keys what is
+        derived from the dataset (features files, training runs)."""
+        digest = hashlib.sha1()
+        for part in ("\n".join(self.keys), "\n".join(self.attributes)):
+            digest.update(part.encode() + b"\0")
+        for array in (self.labels, self.mask, self.split, self.identities):
+            digest.update(b"none\0" if array is None else f"{array.dtype}{array.shape}".encode()
+                          + np.ascontiguousarray(array).tobytes())
+        return digest.hexdigest()[:16]
 
     def select_attributes(self, names) -> "FaceDataset":
         """Keep only the attributes ``names`` (unknown names raise with a suggestion)."""

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from mtfap.attributes import resolve_attributes
+from mtfap.attributes import CELEBA_ATTRIBUTES, resolve_attributes
 from mtfap.data.dataset import SPLITS, FaceDataset
 from mtfap.data.images import ImageSource
 from mtfap.data.tables import match_images, read_csv_table
-from mtfap.errors import DataError, ProblemLog
+from mtfap.errors import DataError, ProblemLog, closest_name
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".tab")
 MISSING = ("", "na", "nan", "n/a")
@@ -41,6 +41,22 @@ def _column(header: list[str], name: str | None, default: str, table: Path, what
         raise DataError(f"no {what} column {name!r}; the columns are {', '.join(header)}", table, 1,
                         hint=f"name the {what} column as it appears in the header line")
     return None
+
+
+def _misspelt_headers(names: list[str], absent: dict[str, str]) -> list[str]:
+    """Attribute column names that look like a misspelt CelebA attribute, or like a special
+    column that was looked for and not found (``absent``: what -> expected name); a table may
+    have attributes of its own, so only close calls are reported."""
+    guesses = []
+    for name in names:
+        if name in CELEBA_ATTRIBUTES:
+            continue
+        special = next((f"the {what} column {wanted!r}" for what, wanted in absent.items()
+                        if closest_name(name, [wanted], cutoff=0.8)), None)
+        close = special or closest_name(name, CELEBA_ATTRIBUTES, cutoff=0.8)
+        if close:
+            guesses.append(f"{name} (did you mean {close}?)")
+    return guesses
 
 
 def _labels(cells: np.ndarray, attributes: list[str], lines: np.ndarray, table: Path,
@@ -110,6 +126,14 @@ def read_table_dataset(images: str | Path, table: str | Path, identity_column: s
     split_col = _column(header, split_column, DEFAULT_SPLIT, table, "split")
     special = {c for c in (0, id_col, split_col) if c is not None}
     attribute_names = [h for i, h in enumerate(header) if i not in special]
+    absent = {what: wanted for what, wanted, col in (("identity", identity_column, id_col),
+                                                     ("split", split_column, split_col))
+              if wanted and col is None}
+    guesses = _misspelt_headers(attribute_names, absent)
+    if guesses:
+        # As the CelebA reader does: a typo in a header silently makes a new attribute.
+        log.warn(f"{table}:1: {len(guesses)} column names look misspelt and are read as "
+                 f"attributes: {', '.join(guesses)}")
     if attributes:
         attribute_names = resolve_attributes(attributes, attribute_names)
     if not attribute_names:

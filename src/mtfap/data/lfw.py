@@ -20,6 +20,7 @@ import numpy as np
 
 from mtfap.data.dataset import FaceDataset
 from mtfap.data.images import ImageSource
+from mtfap.data.tables import read_text
 from mtfap.errors import DataError, ProblemLog
 
 # Image folders of the LFW variants (deep-funneled, funneled, original), in order of preference.
@@ -78,7 +79,7 @@ def _read_gender(root: Path, keys: list[str], log: ProblemLog) -> tuple[np.ndarr
             continue
         found = True
         unknown = []
-        for name in path.read_text(encoding="utf-8-sig").split():
+        for name in read_text(path).split():
             # One entry of the published list lacks its extension; the image is meant.
             name = name if name.lower().endswith(".jpg") else name + ".jpg"
             if name in index:
@@ -156,7 +157,7 @@ def read_lfw_pairs(path_or_root: str | Path, *, log: ProblemLog | None = None) -
         path = path / PAIRS_FILE
     if not path.is_file():
         raise DataError("pairs file not found", path, hint="give LFW's pairs.txt or its folder")
-    lines = path.read_text(encoding="utf-8-sig").splitlines()
+    lines = read_text(path).splitlines()
     header = lines[0].split() if lines else []
     try:
         folds, per_fold = (1, int(header[0])) if len(header) == 1 else map(int, header)

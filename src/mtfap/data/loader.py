@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 from mtfap.backbones.base import InputSpec
 from mtfap.data.cache import build_cache
 from mtfap.data.dataset import FaceDataset
+from mtfap.data.images import SKIP_HINT
 from mtfap.data.transforms import Augmentation, _check_spec, normalize, preprocess
 from mtfap.errors import DataError
 
@@ -50,7 +51,7 @@ class FaceImageDataset(Dataset):
                     first = dataset.keys[int(np.flatnonzero(bad)[0])]
                     raise DataError(f"cannot decode image {first!r} (recorded when the cache was "
                                     "built)", dataset.source.root,
-                                    hint="replace the file, or pass --skip-bad-images")
+                                    hint=f"replace the file; {SKIP_HINT}")
                 self.mask[torch.from_numpy(bad)] = False
                 self.samples = np.flatnonzero(~bad)
 

@@ -33,11 +33,15 @@ class Table:
     # are not reported a second time as "images without a row".
     skipped: list[str] = field(default_factory=list)
 
-def _read_text(path: Path) -> str:
+
+def read_text(path: Path) -> str:
+    """The UTF-8 text of a label file; a missing or binary file is a DataError naming it."""
     try:
         return path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise DataError("file not found", path, hint="check the path") from None
+    except IsADirectoryError:
+        raise DataError("is a folder, not a text file", path, hint="check the path") from None
     except UnicodeDecodeError as exc:
         raise DataError(f"not a UTF-8 text file ({exc.reason} at byte {exc.start})", path,
                         hint="save the table as UTF-8 text") from None
@@ -91,7 +95,7 @@ def _scan_whitespace_table(path, columns, skip_lines, allowed, log) -> Table:
     k = len(columns)
     expect = " or ".join(map(str, allowed)) if allowed else "an integer"
     names, rows, lines, skipped = [], [], [], []
-    for number, raw in enumerate(_read_text(path).splitlines(), start=1):
+    for number, raw in enumerate(read_text(path).splitlines(), start=1):
         fields = raw.split()
         if number <= skip_lines or not fields:
             continue
@@ -130,7 +134,7 @@ def read_csv_table(path: str | Path, log: ProblemLog | None = None) -> Table:
     wrong number of cells are problems that name their line; blank lines are skipped.
     """
     path, log = Path(path), log or ProblemLog()
-    text = _read_text(path)
+    text = read_text(path)
     header_line = text.split("\n", 1)[0]
     delimiter = "\t" if "\t" in header_line else ","
     reader = csv.reader(text.splitlines(), delimiter=delimiter)

@@ -19,7 +19,9 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from mtfap.data.features import FeatureSet
+from mtfap.errors import DataError
 from mtfap.experiments.frozen import VARIANTS, check_methods, fit_method, mean_accuracy
+from mtfap.heads.params import ESTIMATOR, TORCH, check_params
 from mtfap.io import save_figure, write_json
 
 #: The paper's hyper-parameters and a grid around each: lambda and gamma (Scenario 1, paper
@@ -56,16 +58,20 @@ class SweepResult:
                 "figure": plot_sweep(self, folder / "sweep.png", svg=svg)[0]}
 
 
-def check_grid(grid: dict, methods) -> dict:
-    """The grid of each method: the given one or ``PAPER_GRID``; values must be positive lists."""
+def check_grid(grid: dict, methods, form: str = ESTIMATOR) -> dict:
+    """The grid of each method: the given one or ``PAPER_GRID``; each value is checked against
+    its parameter's declaration (``mtfap.heads.params``) before any fit. ``methods`` are
+    ``VARIANTS`` names (frozen sweeps) or head methods (``form="torch"``, end to end)."""
     out = {}
     for method in methods:
-        table = (grid or {}).get(method, PAPER_GRID[method])
+        head = VARIANTS[method].method if method in VARIANTS else method
+        table = (grid or {}).get(method, PAPER_GRID.get(method, {}))
+        out[method] = {}
         for param, values in table.items():
-            if not values or any(not np.isfinite(v) or v < 0 for v in values):
-                raise ValueError(f"grid of {method}.{param} must be a non-empty list of "
-                                 f"non-negative numbers, got {values!r}")
-        out[method] = {p: [float(v) for v in vs] for p, vs in table.items()}
+            if not isinstance(values, (list, tuple)) or not values:
+                raise ValueError(f"grid of {method}.{param} must be a non-empty list of values, "
+                                 f"got {values!r}")
+            out[method][param] = [check_params(head, {param: v}, form)[param] for v in values]
     return out
 
 
@@ -110,8 +116,9 @@ def sweep_frozen(features: FeatureSet, methods=None, grid: dict | None = None, g
     grid = check_grid(grid, methods)
     train, val = features.get_split("train"), features.get_split("val")
     if len(train) == 0 or len(val) == 0:
-        raise ValueError("the sweep needs a train and a validation split with images; these "
-                         f"features have {len(train)} train and {len(val)} val images")
+        raise DataError("the sweep needs a train and a validation split with images; these "
+                        f"features have {len(train)} train and {len(val)} val images",
+                        features.path)
 
     def score(method, params):
         estimator, seconds = fit_method(method, train, params, groups, seed)
@@ -144,7 +151,7 @@ def sweep_end_to_end(config, grid: dict, output_dir: str | Path, dataset=None,
         best = result.best or {"val_mean_accuracy": float("nan")}
         return best["val_mean_accuracy"], {"run": run_config.output_dir, "best_epoch": best.get("epoch")}
 
-    grid = {method: {p: [float(v) for v in vs] for p, vs in grid.items()}}
+    grid = check_grid({method: grid}, [method], TORCH)
     curves, chosen = _coordinate_search([method], grid, score, progress,
                                         {method: {}})
     meta = {"mode": "end_to_end", "config": config.to_dict(), "grid": grid}

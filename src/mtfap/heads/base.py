@@ -21,6 +21,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
 from mtfap.attributes import CELEBA_ATTRIBUTES
+from mtfap.heads.params import ESTIMATOR, check_params
 
 
 def check_multitask_data(X, Y=None, mask=None):
@@ -95,7 +96,9 @@ class MaskedLogisticLoss:
 class MultiTaskHeads(ClassifierMixin, BaseEstimator):
     """Base of the multi-task head estimators (not used directly).
 
-    Subclasses implement ``_fit_heads(data) -> (W, b)``, ``data`` being the
+    Subclasses name their ``method`` (its parameters are declared in
+    :mod:`mtfap.heads.params` and checked at the start of ``fit``) and implement
+    ``_fit_heads(data) -> (W, b)``, ``data`` being the
     :class:`MaskedLogisticLoss` of the standardised training set, with W (d x k) and b (k,), and
     may set more fitted attributes there.
 
@@ -106,6 +109,15 @@ class MultiTaskHeads(ClassifierMixin, BaseEstimator):
     mean_, scale_ : (d,) the standardisation, from the rows with at least one known label
     attributes_ : list of k names; n_features_in_ : int; n_iter_ : int
     """
+
+    method: str
+    _fitted: tuple[str, ...] = ()  # a subclass's own fitted attributes
+
+    @classmethod
+    def fitted_attributes(cls) -> tuple[str, ...]:
+        """The names ``fit`` sets (what a saved estimator may restore, and nothing else)."""
+        return ("coef_", "intercept_", "W_", "b_", "mean_", "scale_", "attributes_",
+                "n_features_in_", "n_iter_", *cls._fitted)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -120,6 +132,7 @@ class MultiTaskHeads(ClassifierMixin, BaseEstimator):
         with -1. Rows without any known label do not count, not even for the standardisation,
         so fitting with a mask equals fitting on the labelled rows alone.
         """
+        check_params(self.method, self.get_params(), ESTIMATOR)
         X, Y, mask = check_multitask_data(X, Y, mask)
         counts = mask.sum(axis=0)
         self.attributes_ = self._attribute_names(Y.shape[1])
@@ -137,8 +150,6 @@ class MultiTaskHeads(ClassifierMixin, BaseEstimator):
         else:
             self.mean_, self.scale_ = np.zeros(X.shape[1]), np.ones(X.shape[1])
         X_std = (X - self.mean_) / self.scale_
-        if self.precision not in ("float32", "float64"):
-            raise ValueError(f"precision must be 'float32' or 'float64', got {self.precision!r}")
         W, b = self._fit_heads(MaskedLogisticLoss(X_std, Y, mask, self.precision))
         self.W_, self.b_ = W, b
         self.coef_ = (W / self.scale_[:, None]).T

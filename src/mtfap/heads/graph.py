@@ -6,7 +6,6 @@ import numpy as np
 
 from mtfap.heads.base import MultiTaskHeads
 from mtfap.heads.graph_learning import (
-    GRAPH_STEPS,
     graph_clusters,
     laplacian,
     learn_task_graph,
@@ -58,6 +57,9 @@ class GraphHeads(MultiTaskHeads):
     n_graph_steps_ : int, graph steps taken.
     """
 
+    method = "graph"
+    _fitted = ("graph_", "A_", "graph_thresholded_", "clusters_", "n_graph_steps_")
+
     def __init__(self, xi=1e-2, eps=0.1, *, graph_step="kalofolias", graph_sparsity=1.0,
                  n_graph_steps=3, graph_threshold=0.1, attributes=None, standardize=True,
                  precision="float32", max_iter=500, tol=1e-4):
@@ -74,11 +76,6 @@ class GraphHeads(MultiTaskHeads):
         self.tol = tol
 
     def _fit_heads(self, data):
-        if self.graph_step not in GRAPH_STEPS:
-            raise ValueError(f"graph_step must be one of {', '.join(GRAPH_STEPS)}, "
-                             f"got {self.graph_step!r}")
-        if self.xi < 0 or self.eps <= 0:
-            raise ValueError(f"need xi >= 0 and eps > 0, got xi={self.xi}, eps={self.eps}")
         k = data.Y.shape[1]
         M = np.zeros((k, k))
         W, b = self._fit_quadratic(data, self.xi * self.eps * np.eye(k))

@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.sparse.csgraph import connected_components
 
-GRAPH_STEPS = ("kalofolias", "paper")
+from mtfap.heads.params import GRAPH_STEPS
 
 
 def pairwise_sq_distances(W: np.ndarray) -> np.ndarray:

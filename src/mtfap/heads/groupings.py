@@ -89,7 +89,10 @@ def load_grouping(path: str | Path) -> dict[str, list[str]]:
     if not path.is_file():
         raise DataError("grouping file not found", path,
                         hint=f"give a preset name ({', '.join(PRESETS)}) or an existing file")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(f"not a UTF-8 text file ({err.reason} at byte {err.start})", path) from None
     try:
         if path.suffix.lower() == ".json":
             data = json.loads(text)

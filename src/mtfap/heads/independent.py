@@ -38,6 +38,8 @@ class IndependentHeads(MultiTaskHeads):
     True
     """
 
+    method = "independent"
+
     def __init__(self, lam=1e-3, *, attributes=None, standardize=True, precision="float32",
                  max_iter=500, tol=1e-4):
         self.lam = lam
@@ -48,6 +50,4 @@ class IndependentHeads(MultiTaskHeads):
         self.tol = tol
 
     def _fit_heads(self, data):
-        if self.lam < 0:
-            raise ValueError(f"lam must be non-negative, got {self.lam}")
         return self._fit_quadratic(data, self.lam * np.eye(data.Y.shape[1]))

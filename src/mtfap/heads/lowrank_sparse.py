@@ -19,8 +19,6 @@ from mtfap.heads.proximal import (
 from mtfap.heads.smidas import link, link_exponent, smidas_step
 from mtfap.heads.svd_update import subgradient_step, thin_svd
 
-SOLVERS = ("paper", "proximal")
-
 
 def default_rank(n_tasks: int) -> int:
     """K_g = ceil(T_g / 2), which is < T_g for T_g >= 2; a single task gets K_g = 1."""
@@ -139,6 +137,10 @@ class LowRankSparseHeads(MultiTaskHeads):
         final one (``"proximal"``)
     """
 
+    method = "lowrank_sparse"
+    _fitted = ("L_", "S_", "groups_", "ranks_", "effective_ranks_", "sparsity_",
+               "objective_history_")
+
     def __init__(self, lam=1e-4, gamma=1e-3, *, groups="paper", ranks=None, solver="proximal",
                  max_iter=100, tol=1e-5, n_epochs=10, batch_size=2048, learning_rate=0.05,
                  smidas_rate=0.05, n_probes=None, init_lam=1e-3, random_state=0,
@@ -164,10 +166,6 @@ class LowRankSparseHeads(MultiTaskHeads):
 
     # -- fitting ------------------------------------------------------------------------------
     def _fit_heads(self, data):
-        if self.solver not in SOLVERS:
-            raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, got {self.solver!r}")
-        if self.lam < 0 or self.gamma < 0:
-            raise ValueError(f"lam and gamma must be non-negative, got {self.lam}, {self.gamma}")
         d, k = data.X.shape[1], data.Y.shape[1]
         self.groups_ = resolve_groups(self.groups, self.attributes_)
         self.ranks_ = resolve_ranks(self.ranks, self.groups_)

@@ -18,7 +18,8 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
-from mtfap.errors import did_you_mean, unknown_name_error
+from mtfap.errors import unknown_name_error
+from mtfap.heads.params import ESTIMATOR, TORCH, check_params
 
 
 def _import(path: str) -> type:
@@ -70,18 +71,14 @@ def head_method(name: str) -> HeadMethod:
 def make_head_estimator(method: str, params: dict | None = None, attributes=None):
     """``IndependentHeads`` / ``LowRankSparseHeads`` / ``GraphHeads`` with ``params``.
 
-    Unknown methods and parameter names raise ValueError naming the closest valid one.
+    Unknown methods and parameter names raise ValueError naming the closest valid one; values
+    are checked against their declaration (:mod:`mtfap.heads.params`): type, finiteness, range.
 
     >>> make_head_estimator("graph", {"xi": 0.5}).xi
     0.5
     """
     estimator = head_method(method).estimator(attributes=attributes)
-    valid = sorted(set(estimator.get_params()) - {"attributes"})
-    for name in params or {}:
-        if name not in valid:
-            raise ValueError(f"{method} heads have no parameter {name!r}."
-                             f"{did_you_mean(name, valid)} Parameters: {', '.join(valid)}")
-    return estimator.set_params(**(params or {}))
+    return estimator.set_params(**check_params(method, params, ESTIMATOR))
 
 
 def make_torch_heads(method: str, in_features: int, attributes, **params):
@@ -99,7 +96,4 @@ def make_torch_heads(method: str, in_features: int, attributes, **params):
     torch.Size([2, 3])
     """
     cls = head_method(method).torch_class
-    try:
-        return cls(in_features, attributes, **params)
-    except TypeError as err:  # an unknown keyword: name it with the method
-        raise ValueError(f"bad parameter for {method!r} heads: {err}") from None
+    return cls(in_features, attributes, **check_params(method, params, TORCH))

@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 from mtfap.heads.graph_learning import (
-    GRAPH_STEPS,
     graph_clusters,
     laplacian,
     learn_task_graph,
@@ -26,8 +25,6 @@ class TorchGraphHeads(TorchHeads):
                  graph_step: str = "kalofolias", graph_sparsity: float = 1.0,
                  graph_threshold: float = 0.1, standardize: bool = True):
         super().__init__(in_features, attributes, standardize)
-        if graph_step not in GRAPH_STEPS:
-            raise ValueError(f"graph_step must be one of {', '.join(GRAPH_STEPS)}, got {graph_step!r}")
         self.xi, self.eps = float(xi), float(eps)
         self.graph_step, self.graph_sparsity = graph_step, float(graph_sparsity)
         self.graph_threshold = float(graph_threshold)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from mtfap.heads.groupings import resolve_groups
-from mtfap.heads.lowrank_sparse import SOLVERS, resolve_ranks
+from mtfap.heads.lowrank_sparse import resolve_ranks
 from mtfap.heads.proximal import (
     numerical_rank,
     singular_value_threshold,
@@ -38,8 +38,6 @@ class TorchLowRankSparseHeads(TorchHeads):
                  gamma: float = 1e-3, solver: str = "proximal", smidas_rate: float | None = None,
                  n_probes: int | None = None, seed: int = 0, standardize: bool = True):
         super().__init__(in_features, attributes, standardize)
-        if solver not in SOLVERS:
-            raise ValueError(f"solver must be one of {', '.join(SOLVERS)}, got {solver!r}")
         self.lam, self.gamma, self.solver = float(lam), float(gamma), solver
         self.smidas_rate, self.n_probes = smidas_rate, n_probes
         self.groups = resolve_groups(groups, self.attributes)

@@ -8,7 +8,8 @@ A checkpoint is a plain dictionary of tensors, numbers and strings saved with ``
     batch_in_epoch (batches done in the current epoch, 0 at an epoch boundary),
     model (state_dict of backbone + heads), optimizer (state_dict), rng (random states),
     history (metrics of the finished epochs), best (the best validation result so far),
-    elapsed (wall seconds of the run so far, for ``time_budget_minutes``).
+    elapsed (wall seconds of the run so far, for ``time_budget_minutes``),
+    data (digests of the dataset's labels and images; a resume on changed data is refused).
 """
 
 from __future__ import annotations

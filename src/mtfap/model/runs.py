@@ -5,8 +5,10 @@
   ``best.pt`` / ``last.pt`` checkpoints. Predictions need the images (the dataset named in the
   config, or another one).
 - ``mtfap fit-heads`` (heads on frozen features): ``heads.json`` + ``heads.npz``; predictions on
-  a split need the features file it was fitted on (recorded in ``heads.json``) or another one of
-  the same backbone; predictions on images use the backbone named in the features file.
+  a split need the features file it was fitted on (recorded in ``heads.json`` by absolute path
+  and content fingerprint: a file that moved or changed is refused, never silently replaced by
+  another) or another one of the same backbone given explicitly; predictions on images use the
+  backbone named in the features file.
 
 :func:`open_run` returns a :class:`TrainRun` or a :class:`HeadsRun`; both answer the same
 questions (attribute names, the heads as a linear map on the backbone's GAP features, the
@@ -15,18 +17,19 @@ learned task graph, scores on a split) and both give a :class:`~mtfap.model.pred
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from mtfap.backbones import create_backbone
-from mtfap.data.features import FeatureSet
+from mtfap.data.features import FeatureSet, file_fingerprint
 from mtfap.data.layout import open_dataset
 from mtfap.data.loader import make_loader
-from mtfap.heads.persistence import load_fitted_heads
+from mtfap.errors import DataError
+from mtfap.heads.persistence import load_fitted_heads, read_heads_description
 from mtfap.model.checkpoint import load_checkpoint, load_model_state
 from mtfap.model.inference import predict_loader
 from mtfap.model.network import build_model
@@ -146,17 +149,28 @@ def _open_train_run(path: Path, checkpoint: str) -> TrainRun:
         raise ValueError(f"checkpoint must be 'best' or 'last', got {checkpoint!r}")
     weights = path / f"{checkpoint}.pt"
     state = load_checkpoint(weights)
-    config = state["config"]
+    config = state.get("config")
+    if not isinstance(config, dict) or not isinstance(state.get("model"), dict):
+        raise DataError("the checkpoint lacks its config or its weights", weights,
+                        hint="it was not written by `mtfap train`")
     if (path / MODEL_FILE).is_file():
         spec = ModelSpec.load(path / MODEL_FILE)
     else:
-        spec = spec_of_train_config(config)
+        try:
+            spec = spec_of_train_config(config)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataError(f"cannot describe the model from the checkpoint's config ({exc})",
+                            weights, hint="it was not written by `mtfap train`") from None
     if "heads.standardizer.mean" not in state["model"] and "standardize" not in spec.heads_params:
         # A run written before the heads standardised their features.
         spec.heads_params = {**spec.heads_params, "standardize": False}
     # The trained weights replace the backbone's, so its packaged weights are not loaded.
-    model = build_model(spec, pretrained=False)
-    load_model_state(model, state["model"], weights)
+    described_by = path / MODEL_FILE if (path / MODEL_FILE).is_file() else weights
+    try:
+        model = build_model(spec, pretrained=False)
+        load_model_state(model, state["model"], weights)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (the model as {described_by} describes it)") from None
     return TrainRun(path, spec, config, model.eval())
 
 
@@ -176,15 +190,37 @@ class HeadsRun(Run):
         return getattr(self.estimator, "graph_", None)
 
     def features_path(self) -> Path:
-        """The features file the heads were fitted on."""
-        recorded = self.info.get("meta", {}).get("features")
-        if not recorded:
-            raise ValueError(f"{self.path / 'heads.json'} does not name its features file; "
-                             "give one with --features")
-        return Path(recorded)
+        """The features file the heads were fitted on, checked to be that very file: where it
+        was (an absolute path) and as it was (its content fingerprint)."""
+        meta, where = self.info.get("meta", {}), self.path / "heads.json"
+        recorded, fingerprint = meta.get("features"), meta.get("features_fingerprint")
+        if not isinstance(recorded, str) or not recorded:
+            raise DataError("does not name its features file", where,
+                            hint="give one with --features")
+        path = Path(recorded)
+        if not path.is_absolute() or not fingerprint:
+            raise DataError(f"records its features file as {recorded!r} without what identifies "
+                            "it (an absolute path and a fingerprint), so another file of that "
+                            "name could be scored", where,
+                            hint="give the file with --features, or fit the heads again")
+        if not path.is_file():
+            raise DataError("the features file the heads were fitted on is not there any more",
+                            path, hint="give its new place with --features")
+        if file_fingerprint(path) != fingerprint:
+            raise DataError("the features file changed since the heads were fitted on it (its "
+                            "content fingerprint differs)", path,
+                            hint="fit the heads again, or give --features FILE to score a "
+                                 "file on purpose")
+        return path
 
     def features_meta(self) -> dict:
-        return self.info.get("meta", {}).get("features_meta", {})
+        """How the features were made (backbone, weights, flip, dataset), from ``heads.json``."""
+        meta = self.info.get("meta", {}).get("features_meta", {})
+        if not isinstance(meta, dict) or not all(
+                isinstance(meta.get(key, ""), str) for key in ("backbone", "weights")):
+            raise DataError("its features_meta is not a mapping with backbone and weights names",
+                            self.path / "heads.json", hint="fit the heads again")
+        return meta
 
     def backbone(self):
         meta = self.features_meta()
@@ -192,6 +228,10 @@ class HeadsRun(Run):
             raise ValueError(f"{self.path}: the features file does not record its backbone, so "
                              "the image maps cannot be computed")
         weights = meta.get("weights", "package")
+        recorded = meta.get("weights_fingerprint")
+        if recorded and Path(weights).is_file() and file_fingerprint(weights) != recorded:
+            raise DataError("the weights file changed since the features were extracted with it",
+                            weights, hint="extract the features and fit the heads again")
         if weights == "none":
             raise ValueError(f"{self.path}: its features came from a randomly initialised "
                              f"{meta['backbone']} whose weights were not saved, so the maps "
@@ -218,19 +258,33 @@ class HeadsRun(Run):
         if data is not None:
             raise ValueError("a fit-heads run reads features, not images: give --features "
                              "(made by `mtfap features` with the same backbone)")
-        features = FeatureSet.load(features or self.features_path())
-        if features.attributes != self.attributes:
-            raise ValueError(f"the features file has attributes {features.attributes[:3]}... "
-                             f"but the heads were fitted on {self.attributes[:3]}...")
+        path = Path(features) if features is not None else self.features_path()
+        features = FeatureSet.load(path)
+        fitted_on = self.features_meta().get("backbone")
+        if fitted_on and features.meta.get("backbone") not in (None, fitted_on):
+            raise DataError(f"holds {features.meta['backbone']} features, but the heads were "
+                            f"fitted on {fitted_on} features", path,
+                            hint=f"extract features with --backbone {fitted_on}")
+        if features.X.shape[1] != self.estimator.n_features_in_:
+            raise DataError(f"holds {features.X.shape[1]}-D features, but the heads were fitted "
+                            f"on {self.estimator.n_features_in_}-D features", path,
+                            hint="give a features file of the backbone the heads were fitted on")
+        missing = [a for a in self.attributes if a not in features.attributes]
+        if missing:
+            raise DataError(f"lacks attributes the heads were fitted on: {', '.join(missing[:5])}",
+                            path, hint="give features of a dataset with these attributes")
+        columns = [features.attributes.index(a) for a in self.attributes]  # fit-heads --attributes
+        features = replace(features, labels=features.labels[:, columns],
+                           mask=features.mask[:, columns], attributes=list(self.attributes))
+        if features.split is None:
+            raise DataError("the features have no train/val/test split", path,
+                            hint="evaluate on features of a dataset with a split")
         part = features.get_split(split)
         return self.estimator.predict_proba(part.X), part.labels, part.mask, part.identities
 
 
 def _open_heads_run(path: Path) -> HeadsRun:
-    info = json.loads((path / "heads.json").read_text())
-    if info.get("format") != "mtfap-heads":
-        raise ValueError(f"{path / 'heads.json'}: not written by `mtfap fit-heads`")
-    return HeadsRun(path, info, load_fitted_heads(path))
+    return HeadsRun(path, read_heads_description(path), load_fitted_heads(path))
 
 
 def open_run(path: str | Path, checkpoint: str = "best") -> Run:

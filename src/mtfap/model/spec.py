@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from mtfap.errors import DataError, did_you_mean
+from mtfap.heads.params import TORCH, check_params
 from mtfap.io import write_json
 
 SPEC_FORMAT = "mtfap-model"
@@ -47,13 +48,30 @@ class ModelSpec:
     template: dict | None = None
 
     def __post_init__(self):
+        for name in ("backbone", "heads"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name} must be a name, got {getattr(self, name)!r}")
+        if not isinstance(self.attributes, (list, tuple)) or not self.attributes:
+            raise ValueError("a model needs a list of at least one attribute")
         self.attributes = [str(a) for a in self.attributes]
-        if not self.attributes:
-            raise ValueError("a model needs at least one attribute")
+        for name in ("backbone_args", "heads_params"):
+            if not isinstance(getattr(self, name), dict):
+                raise ValueError(f"{name} must be a mapping name -> value")
+        if self.template is not None and not isinstance(self.template, dict):
+            raise ValueError("template must be a mapping (an alignment template) or null")
+        if self.heads != "linear":  # loaded values may only set what the heads declare
+            self.heads_params = check_params(self.heads, self.heads_params, TORCH)
+        if not isinstance(self.test_scales, (list, tuple)) or not all(
+                isinstance(s, (int, float)) and not isinstance(s, bool) for s in self.test_scales):
+            raise ValueError(f"test_scales must be a list of numbers, got {self.test_scales!r}")
         self.test_scales = [float(s) for s in self.test_scales]
         if not self.test_scales or not all(0 < s <= 1 for s in self.test_scales):
             raise ValueError(f"test_scales must be sides in (0, 1], got {self.test_scales}")
         if self.thresholds is not None:
+            if not isinstance(self.thresholds, (list, tuple)) or not all(
+                    isinstance(t, (int, float)) and not isinstance(t, bool) and 0 <= t <= 1
+                    for t in self.thresholds):
+                raise ValueError("thresholds must be a list of numbers in [0, 1]")
             self.thresholds = [float(t) for t in self.thresholds]
             if len(self.thresholds) != len(self.attributes):
                 raise ValueError(f"{len(self.thresholds)} thresholds for "

@@ -50,15 +50,37 @@ def restore_rng_state(state: dict) -> None:
 
 def save_checkpoint(path: str | Path, *, config: TrainConfig, model: torch.nn.Module,
                     optimizer: torch.optim.Optimizer, epoch: int, step: int, batch_in_epoch: int,
-                    history: list, best: dict | None, elapsed: float = 0.0) -> Path:
-    """Write a checkpoint atomically (see the module docstring for its content)."""
+                    history: list, best: dict | None, elapsed: float = 0.0,
+                    data: dict | None = None) -> Path:
+    """Write a checkpoint atomically (see the module docstring for its content); ``data``
+    identifies the dataset trained on (:func:`dataset_identity`)."""
     checkpoint = {
         "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
         "config": config.to_dict(), "epoch": epoch, "step": step, "batch_in_epoch": batch_in_epoch,
         "model": model.state_dict(), "optimizer": optimizer.state_dict(),
         "rng": capture_rng_state(), "history": history, "best": best, "elapsed": elapsed,
+        "data": data,
     }
     return atomic_torch_save(checkpoint, path)
+
+
+def dataset_identity(dataset) -> dict:
+    """What identifies a dataset's content: a digest of its keys, labels, mask, split and
+    identities, and the fingerprint of its images."""
+    return {"labels": dataset.labels_digest(), "images": dataset.source.fingerprint()}
+
+
+def check_same_data(checkpoint: dict, identity: dict, path: str | Path) -> None:
+    """Raise if the dataset changed since ``checkpoint`` was written (checkpoints written before
+    this was recorded are not checked): a resumed run would train on two datasets."""
+    saved = checkpoint.get("data")
+    if not isinstance(saved, dict):
+        return
+    changed = [what for what in ("labels", "images") if saved.get(what) != identity[what]]
+    if changed:
+        raise ValueError(f"{path}: the dataset's {' and '.join(changed)} changed since this run "
+                         "started, so resuming would train on two datasets. Start a new run "
+                         "(--overwrite, or another --output-dir)")
 
 
 def check_same_config(checkpoint: dict, config: TrainConfig, path: str | Path) -> None:

@@ -9,6 +9,7 @@ overrides, checks every key and value, and the trainer saves the resolved result
 from __future__ import annotations
 
 import json
+import math
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
@@ -20,6 +21,7 @@ import yaml
 
 from mtfap.data.transforms import Augmentation
 from mtfap.errors import did_you_mean
+from mtfap.heads.params import TORCH, check_params, read_value
 from mtfap.io import write_json
 from mtfap.model.spec import ModelSpec
 
@@ -38,13 +40,15 @@ class TrainConfig:
         attributes : the attributes to learn; None = all of the dataset's.
         cache_dir : where decoded, resized images are cached (None = the pipeline's default).
         num_workers : DataLoader worker processes.
+        skip_bad_images : leave out, with a warning, the images that cannot be decoded
+            (corrupt, truncated, over the pixel limit) instead of stopping at the first.
     Model
         backbone, pretrained, backbone_args : the backbone is
             ``create_backbone(backbone, pretrained, **backbone_args)``.
         heads : ``independent`` (eq. 1), ``lowrank_sparse`` (eq. 3, Algorithms 1-2) or ``graph``
             (eq. 6-14, Algorithm 3).
         heads_params : keyword arguments of ``make_torch_heads`` (regularisation weights, solver,
-            task groups, ...).
+            task groups, ...), checked against their declaration in ``mtfap.heads.params``.
     Optimisation
         optimizer : ``sgd`` (with ``momentum``) or ``adamw`` for the backbone and the heads.
         lr, weight_decay : peak learning rate; weight decay on the backbone only (the heads are
@@ -76,6 +80,7 @@ class TrainConfig:
     attributes: list[str] | None = None
     cache_dir: str | None = None
     num_workers: int = 0
+    skip_bad_images: bool = False
 
     backbone: str = "compact"
     pretrained: bool | str = False
@@ -111,12 +116,19 @@ class TrainConfig:
     def __post_init__(self):
         for f in fields(self):
             setattr(self, f.name, _coerce(f.name, getattr(self, f.name), _HINTS[f.name]))
+        if self.data and self.data != "synthetic" and Path(self.data).exists():
+            # Where the data is, whatever folder the run is later opened from (evaluate, resume).
+            self.data = str(Path(self.data).resolve())
+        try:  # the same check as fit-heads, sweep and compare make
+            self.heads_params = check_params(self.heads, self.heads_params, TORCH)
+        except ValueError as exc:
+            raise ValueError(f"config heads_params: {exc}") from None
         positive = ("lr", "epochs", "batch_size", "step_epochs", "head_lr_scale")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"config {name} must be > 0, got {getattr(self, name)!r}")
         for name in ("weight_decay", "momentum", "warmup_epochs", "num_workers",
-                     "freeze_backbone_epochs"):
+                     "freeze_backbone_epochs", "seed"):
             if getattr(self, name) < 0:
                 raise ValueError(f"config {name} must be >= 0, got {getattr(self, name)!r}")
         try:
@@ -166,7 +178,8 @@ _PLAIN_TYPES = {
     dict: ("a table of key = value", lambda v: isinstance(v, dict)),
     bool: ("true or false", lambda v: isinstance(v, bool)),
     int: ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
-    float: ("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)),
+    float: ("a finite number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+            and math.isfinite(v)),
     str: ("a string", lambda v: isinstance(v, str)),
 }
 
@@ -217,17 +230,22 @@ def read_config_file(path: str | Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: config file not found")
     suffix = path.suffix.lower()
+    if suffix not in (".toml", ".yaml", ".yml", ".json"):
+        raise ValueError(f"{path}: config files must end in .toml, .yaml, .yml or .json")
     try:
+        text = path.read_text(encoding="utf-8")
         if suffix == ".toml":
-            table = tomllib.loads(path.read_text())
-        elif suffix in (".yaml", ".yml"):
-            table = yaml.safe_load(path.read_text()) or {}
+            table = tomllib.loads(text)
         elif suffix == ".json":
-            table = json.loads(path.read_text())
+            table = json.loads(text)
         else:
-            raise ValueError(f"{path}: config files must end in .toml, .yaml, .yml or .json")
-    except (tomllib.TOMLDecodeError, yaml.YAMLError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: cannot parse config: {exc}") from None
+            table = yaml.safe_load(text) or {}
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not a UTF-8 text file ({exc.reason} at byte {exc.start})") \
+            from None
+    except (tomllib.TOMLDecodeError, yaml.YAMLError, json.JSONDecodeError, RecursionError) as exc:
+        first = " ".join(str(exc).split())
+        raise ValueError(f"{path}: cannot parse config: {first}") from None
     if not isinstance(table, dict):
         raise ValueError(f"{path}: a config file must be a table of key = value")
     check_keys(table, str(path))
@@ -235,7 +253,9 @@ def read_config_file(path: str | Path) -> dict:
 
 
 def parse_override(text: str, table: str | None = None) -> tuple[str, object]:
-    """``"key=value"`` -> (key, value), the value read as YAML (numbers, booleans, lists).
+    """``"key=value"`` -> (key, value), the value read as YAML (numbers, booleans, lists;
+    ``1e-3`` is a number, see ``mtfap.heads.params.read_value``), or kept as text for keys that
+    take text (``output_dir=2024`` is a folder name).
 
     With ``table`` (e.g. ``"heads_params"``) the key is an entry of that table (``--param``).
     """
@@ -246,12 +266,12 @@ def parse_override(text: str, table: str | None = None) -> tuple[str, object]:
         raise ValueError(f"{flag} {text!r}: expected key=value, for example {flag} {example}")
     if table:
         key = f"{table}.{key}"
-    check_keys([key.split(".")[0]], f"{flag} {text!r}")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        value = raw
-    return key, value
+    top = key.split(".")[0]
+    check_keys([top], f"{flag} {text!r}")
+    hint = _HINTS[top]
+    if "." not in key and (hint is str or typing.get_origin(hint) is Literal):
+        return key, raw.strip()
+    return key, read_value(raw)
 
 
 def merge_overrides(table: dict, overrides) -> dict:
@@ -261,18 +281,29 @@ def merge_overrides(table: dict, overrides) -> dict:
         top, _, sub = key.partition(".")
         check_keys([top], f"override {key!r}")
         if sub:
-            if _HINTS[top] is not dict:
-                raise ValueError(f"override {key!r}: {top} is not a table")
-            table.setdefault(top, {})[sub] = value
+            if _HINTS[top] is not dict or not isinstance(table.setdefault(top, {}), dict):
+                raise ValueError(f"override {key!r}: {top} is not a table of key = value")
+            table[top][sub] = value
         else:
             table[key] = value
     return table
 
 
-def load_config(path: str | Path | None = None, overrides=()) -> TrainConfig:
-    """A :class:`TrainConfig` from an optional file and (key, value) overrides applied in order."""
+def load_config(path: str | Path | None = None, overrides=(), source: str | Path | None = None
+                ) -> TrainConfig:
+    """A :class:`TrainConfig` from an optional file and (key, value) overrides applied in order.
+
+    A bad value is a ValueError that names the file it may come from (``path``, or ``source``
+    when the caller read the file itself and passes its table among the overrides).
+    """
     table = read_config_file(path) if path is not None else {}
-    return TrainConfig(**merge_overrides(table, overrides))
+    try:
+        return TrainConfig(**merge_overrides(table, overrides))
+    except ValueError as exc:
+        where = path or source
+        if where is None:
+            raise
+        raise ValueError(f"{exc} (the settings of {where} and the command line)") from None
 
 
 def config_from_dict(table: dict, where: str = "config") -> TrainConfig:

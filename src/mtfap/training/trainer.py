@@ -10,8 +10,10 @@ where missing labels contribute nothing (they are not negatives) and ``Omega_smo
 the proximal operators); after each epoch ``heads.end_epoch()`` runs the graph step of
 Algorithm 3. The validation mean accuracy picks ``best.pt``; ``last.pt`` is written after every
 epoch and at the end, so ``resume=True`` continues a killed run and ends where an uninterrupted
-run of the same seed ends. With ``time_budget_minutes`` the run stops inside a wall-clock budget
-and the cosine schedule follows the fraction of it used (:class:`TimeBudget`).
+run of the same seed ends. The metrics files are written after the checkpoints they describe
+(and again at a resume), so after a kill they never run ahead of ``last.pt``. With
+``time_budget_minutes`` the run stops inside a wall-clock budget and the cosine schedule follows
+the fraction of it used (:class:`TimeBudget`).
 
 Read :func:`train` top to bottom; the helpers above it each do one thing.
 """
@@ -37,13 +39,21 @@ from mtfap.data.cache import build_cache
 from mtfap.data.layout import open_dataset
 from mtfap.data.loader import FaceImageDataset, make_loader
 from mtfap.evaluation.metrics import evaluate_predictions
-from mtfap.io import atomic_write_text, save_figure, write_json
+from mtfap.io import (
+    atomic_write_text,
+    remove_stale_temporaries,
+    save_figure,
+    write_json,
+)
 from mtfap.model.checkpoint import load_checkpoint, load_model_state
 from mtfap.model.inference import autocast, predict_loader
 from mtfap.model.network import AttributeModel, build_model
+from mtfap.outputs import prepare_output_folder
 from mtfap.training import distributed
 from mtfap.training.checkpoint import (
     check_same_config,
+    check_same_data,
+    dataset_identity,
     restore_rng_state,
     save_checkpoint,
 )
@@ -116,8 +126,9 @@ def load_dataset(config: TrainConfig, dataset=None):
     if config.attributes:
         dataset = dataset.select_attributes(config.attributes)
     if dataset.split is None:
-        raise ValueError(f"dataset {dataset.name!r} has no train/val/test split; make one with "
-                         "mtfap.data.splits")
+        raise ValueError(f"dataset {dataset.name!r} has no train/val/test split; add a split "
+                         "column (train, val or test per image) to its table, or make one in "
+                         "Python with mtfap.data.splits.identity_disjoint_split")
     if not (dataset.split == 0).any():
         raise ValueError(f"dataset {dataset.name!r} has no training images")
     return dataset
@@ -169,6 +180,8 @@ def plot_history(history: list[dict], path: Path) -> None:
 def write_metrics(output_dir: Path, history: list[dict]) -> None:
     """metrics.csv, metrics.json and the curve metrics.png, one row / point per finished epoch
     (rewritten atomically)."""
+    if not history:
+        return
     write_json(output_dir / "metrics.json", history)
     atomic_write_text(output_dir / "metrics.csv", pd.DataFrame(history).to_csv(index=False))
     plot_history(history, output_dir / "metrics.png")
@@ -323,14 +336,15 @@ def _prepare_data(dataset, input_spec, config: TrainConfig, context) -> _Data:
     the training samples with their sampler, and this rank's shard of the validation split."""
     train_set, val_set = dataset.get_split("train"), dataset.get_split("val")
     on_gpu = context.device.type == "cuda"
-    build_cache(dataset, input_spec, config.cache_dir,
+    skip = config.skip_bad_images
+    build_cache(dataset, input_spec, config.cache_dir, skip_bad_images=skip,
                 progress=config.progress and context.is_main)
     train_images = FaceImageDataset(train_set, input_spec, cache_dir=config.cache_dir,
-                                    progress=False)
+                                    skip_bad_images=skip, progress=False)
     val_shard = np.array_split(np.arange(len(val_set)), context.world_size)[context.rank]
     val_loader = make_loader(val_set.subset(val_shard), input_spec, train=False,
                              batch_size=config.batch_size, cache_dir=config.cache_dir,
-                             num_workers=config.num_workers,
+                             num_workers=config.num_workers, skip_bad_images=skip,
                              pin_memory=on_gpu) if len(val_shard) else []
     per_rank_batch = config.batch_size // context.world_size
     if per_rank_batch * context.world_size != config.batch_size:
@@ -355,12 +369,14 @@ class _Progress:
     best: dict | None = None
 
 
-def _resume(last_path: Path, config: TrainConfig, model, optimizer, context
+def _resume(last_path: Path, config: TrainConfig, model, optimizer, context, data: dict
             ) -> tuple[_Progress, float]:
-    """Restore the model, optimiser, random states and loop position of ``last.pt``; returns
-    the position and the wall seconds the run had used."""
+    """Restore the model, optimiser, random states and loop position of ``last.pt`` (written
+    with the same config, on the same ``data``); returns the position and the wall seconds the
+    run had used."""
     checkpoint = load_checkpoint(last_path, map_location=context.device)
     check_same_config(checkpoint, config, last_path)
+    check_same_data(checkpoint, data, last_path)
     load_model_state(model, checkpoint["model"], last_path)
     optimizer.load_state_dict(checkpoint["optimizer"])
     progress = _Progress(checkpoint["epoch"], checkpoint["step"], checkpoint["batch_in_epoch"],
@@ -388,7 +404,8 @@ def _epoch_loader(data: _Data, config: TrainConfig, progress: _Progress, augment
 
 
 def train(config: TrainConfig, *, dataset=None, backbone: nn.Module | None = None,
-          resume: bool = False, on_step: Callable[[int], None] | None = None) -> TrainResult:
+          resume: bool = False, overwrite: bool = False,
+          on_step: Callable[[int], None] | None = None) -> TrainResult:
     """Train backbone and heads end to end as described in the module docstring.
 
     Parameters
@@ -398,6 +415,8 @@ def train(config: TrainConfig, *, dataset=None, backbone: nn.Module | None = Non
     dataset : a ``FaceDataset`` with a train/val split; default ``open_dataset(config.data)``.
     backbone : a ready backbone instead of ``create_backbone(config.backbone, ...)``.
     resume : continue from ``output_dir/last.pt`` (which must come from the same config).
+    overwrite : replace the outputs of another run in ``output_dir`` (else such a folder is
+        refused, ``mtfap.outputs.prepare_output_folder``).
     on_step : called with the global step number after every optimiser step (hooks, tests).
 
     Returns
@@ -407,15 +426,23 @@ def train(config: TrainConfig, *, dataset=None, backbone: nn.Module | None = Non
     context = distributed.setup(config.device)
     output_dir = Path(config.output_dir)
     last_path, best_path = output_dir / "last.pt", output_dir / "best.pt"
-    if not resume and last_path.exists():
-        raise ValueError(f"{output_dir} already holds a run ({last_path.name}); pass --resume to "
-                         "continue it or choose another --output-dir")
+    if not resume:
+        if last_path.exists() and not overwrite:
+            raise ValueError(f"{output_dir} already holds a run ({last_path.name}); pass --resume "
+                             "to continue it, --overwrite to replace it, or choose another "
+                             "--output-dir")
+        # Every rank refuses the same folder; only rank 0 writes (and clears) it.
+        prepare_output_folder(output_dir, "train", overwrite=overwrite, flag="--output-dir",
+                              check_only=not context.is_main)
+    elif context.is_main:
+        remove_stale_temporaries(output_dir)  # left by a kill in the middle of a write
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
     budget = TimeBudget(config.time_budget_minutes, context)
 
     # --- data and model -------------------------------------------------------------------
     dataset = load_dataset(config, dataset)
+    identity = dataset_identity(dataset)
     model_spec = config.model_spec(list(dataset.attributes))
     model = _place_model(build_model(model_spec, pretrained=config.pretrained, backbone=backbone),
                          config, context)
@@ -427,11 +454,12 @@ def train(config: TrainConfig, *, dataset=None, backbone: nn.Module | None = Non
     # --- resume ---------------------------------------------------------------------------
     at = _Progress()
     if resume:
-        at, elapsed = _resume(last_path, config, model, optimizer, context)
+        at, elapsed = _resume(last_path, config, model, optimizer, context, identity)
         budget = TimeBudget(config.time_budget_minutes, context, elapsed)
     if context.is_main:
         config.save(output_dir / "config.json")
         model_spec.save(output_dir / "model.json")
+        write_metrics(output_dir, at.history)  # a kill may have come between checkpoint and metrics
     ddp_model = distributed.wrap_model(model, context,
                                        find_unused=config.freeze_backbone_epochs > 0)
 
@@ -439,7 +467,8 @@ def train(config: TrainConfig, *, dataset=None, backbone: nn.Module | None = Non
         if context.is_main:
             save_checkpoint(path, config=config, model=model, optimizer=optimizer,
                             epoch=at.epoch, step=at.step, batch_in_epoch=at.batch_in_epoch,
-                            history=at.history, best=at.best, elapsed=budget.local_elapsed())
+                            history=at.history, best=at.best, elapsed=budget.local_elapsed(),
+                            data=identity)
 
     # --- the loop -------------------------------------------------------------------------
     total_steps = config.epochs * data.steps_per_epoch
@@ -520,15 +549,16 @@ def train(config: TrainConfig, *, dataset=None, backbone: nn.Module | None = Non
             at.epoch, at.batch_in_epoch = at.epoch + 1, 0
         if improved:
             at.best = dict(row)
+        # The checkpoint first: the metrics written next describe it, never a later state.
+        checkpoint_now(last_path)
+        if improved:
+            checkpoint_now(best_path)
         if context.is_main:
             write_metrics(output_dir, at.history)
             write_json(output_dir / "heads_summary.json", model.heads.describe())  # ranks, graph
             bar.write(f"epoch {row['epoch']}: loss {row['train_loss']:.4f}, val mean accuracy "
                       f"{100 * row['val_mean_accuracy']:.2f} %, "
                       f"{row['images_per_second']:.0f} img/s")
-        checkpoint_now(last_path)
-        if improved:
-            checkpoint_now(best_path)
         distributed.barrier(context)
         out_of_time = budget.end_epoch() or out_of_time
     bar.close()
