@@ -2,12 +2,17 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
 from mtfap.model.checkpoint import load_checkpoint, load_model_state
-from mtfap.training.checkpoint import (atomic_torch_save, capture_rng_state, check_same_config,
-                                       restore_rng_state)
+from mtfap.training.checkpoint import (
+    atomic_torch_save,
+    capture_rng_state,
+    check_same_config,
+    restore_rng_state,
+)
 from mtfap.training.config import TrainConfig, load_config, parse_override
 
 
@@ -98,3 +103,25 @@ def test_random_states_survive_a_weights_only_round_trip(tmp_path):
     expected = (random.random(), np.random.rand(), torch.rand(1).item())
     restore_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+
+
+def test_the_scarce_setting_thins_train_and_val_labels_of_the_rarest_and_keeps_test_whole():
+    from mtfap.data.synthetic import load_synthetic
+    from mtfap.training.trainer import load_dataset
+    faces = load_synthetic(n=300, size=16, seed=0)
+    full = load_dataset(TrainConfig(data="synthetic"), faces)
+    scarce = load_dataset(TrainConfig(data="synthetic", scarce_fraction=0.2, scarce_count=5),
+                          faces)
+    rare = scarce.meta["scarce_labels"]["attributes"]
+    assert len(rare) == 5
+    columns = [faces.attributes.index(a) for a in rare]
+    others = [j for j in range(len(faces.attributes)) if j not in columns]
+    for split in ("train", "val"):
+        rows = faces.split_indices(split)
+        kept = scarce.mask[np.ix_(rows, columns)].sum() / full.mask[np.ix_(rows, columns)].sum()
+        assert 0.1 < kept < 0.35  # about a fifth, at least one of each class per attribute
+        assert (scarce.mask[np.ix_(rows, others)] == full.mask[np.ix_(rows, others)]).all()
+    test = faces.split_indices("test")
+    assert (scarce.mask[test] == full.mask[test]).all()
+    with pytest.raises(ValueError, match="scarce_fraction"):
+        TrainConfig(scarce_fraction=1.5)

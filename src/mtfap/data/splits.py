@@ -114,3 +114,20 @@ def least_frequent_attributes(dataset: FaceDataset, count: int = 30, split: str 
     order = np.argsort(rarity, kind="stable")
     return [dataset.attributes[j] for j in order[:count]]
 
+
+
+def scarce_setting(dataset: FaceDataset, fraction: float, count: int = 20, seed: int = 0
+                   ) -> tuple[FaceDataset, list[str]]:
+    """The paper's motivating case: keep only ``fraction`` of the train and val labels of the
+    ``count`` rarest attributes (:func:`least_frequent_attributes` on train; each split
+    subsampled by :func:`scarce_labels`, train with ``seed`` and val with ``seed + 1000``); test
+    labels stay whole, so that every method is scored on the same complete test labels.
+
+    Returns the dataset with the reduced mask and the names of the scarce attributes.
+    """
+    rare = least_frequent_attributes(dataset, count, split="train")
+    for offset, split in enumerate(("train", "val")):
+        dataset = scarce_labels(dataset, fraction, rare, seed=seed + 1000 * offset, split=split)
+    dataset = replace(dataset, meta={**dataset.meta, "scarce_labels": {
+        "fraction": fraction, "attributes": rare, "seed": seed}})
+    return dataset, rare

@@ -77,20 +77,18 @@ def backbone_features(data: str, backbone: str, out: Path, cache_dir=None,
 
 def with_scarce_labels(features: FeatureSet, fraction: float, count: int, seed: int
                        ) -> tuple[FeatureSet, list[str]]:
-    """The paper's motivating case: keep only ``fraction`` of the train and val labels of the
-    ``count`` rarest attributes (``mtfap.data.splits.scarce_labels``; test labels stay whole).
+    """The paper's motivating case on features: ``mtfap.data.splits.scarce_setting`` (only
+    ``fraction`` of the train and val labels of the ``count`` rarest attributes kept; test
+    labels whole).
 
     Returns the features with the reduced mask and the names of the scarce attributes.
     """
-    from mtfap.data.splits import least_frequent_attributes, scarce_labels
+    from mtfap.data.splits import scarce_setting
     # The label bookkeeping of a FaceDataset without its images (no image is read here).
     labels_only = FaceDataset(features.meta.get("dataset", "features"), None, features.keys,
                               features.attributes, features.labels, features.mask,
                               features.identities, features.split)
-    rare = least_frequent_attributes(labels_only, count, split="train")
-    for offset, split in enumerate(("train", "val")):
-        labels_only = scarce_labels(labels_only, fraction, rare, seed=seed + 1000 * offset,
-                                    split=split)
+    labels_only, rare = scarce_setting(labels_only, fraction, count, seed)
     scarce = replace(features, mask=labels_only.mask,
                      meta={**features.meta, "scarce_labels": {"fraction": fraction,
                                                               "attributes": rare, "seed": seed}})

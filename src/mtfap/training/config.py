@@ -42,6 +42,10 @@ class TrainConfig:
         num_workers : DataLoader worker processes.
         skip_bad_images : leave out, with a warning, the images that cannot be decoded
             (corrupt, truncated, over the pixel limit) instead of stopping at the first.
+        scarce_fraction, scarce_count, scarce_seed : the scarce-label setting (the paper's
+            motivating case): only ``scarce_fraction`` of the train and val labels of the
+            ``scarce_count`` rarest attributes are kept, the rest missing; test labels whole
+            (``mtfap.data.splits.scarce_setting``). None = all labels.
     Model
         backbone, pretrained, backbone_args : the backbone is
             ``create_backbone(backbone, pretrained, **backbone_args)``.
@@ -104,6 +108,9 @@ class TrainConfig:
     max_steps: int | None = None
     time_budget_minutes: float | None = None
     augmentation: dict = field(default_factory=dict)
+    scarce_fraction: float | None = None
+    scarce_count: int = 20
+    scarce_seed: int = 0
 
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -140,6 +147,11 @@ class TrainConfig:
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ValueError(f"config {name} must be > 0 or None, got "
                                  f"{getattr(self, name)!r}")
+        if self.scarce_fraction is not None and not 0 <= self.scarce_fraction <= 1:
+            raise ValueError(f"config scarce_fraction must be in [0, 1] or None, got "
+                             f"{self.scarce_fraction!r}")
+        if self.scarce_count < 1:
+            raise ValueError(f"config scarce_count must be >= 1, got {self.scarce_count!r}")
 
     def make_augmentation(self) -> Augmentation:
         """The training ``Augmentation`` of ``augmentation`` (lists read as tuples)."""

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from mtfap.data.cache import build_cache
 from mtfap.data.layout import open_dataset
 from mtfap.data.loader import FaceImageDataset, make_loader
+from mtfap.data.splits import scarce_setting
 from mtfap.evaluation.metrics import evaluate_predictions
 from mtfap.io import (
     atomic_write_text,
@@ -120,7 +121,8 @@ def make_optimizer(config: TrainConfig, model: AttributeModel) -> torch.optim.Op
 
 
 def load_dataset(config: TrainConfig, dataset=None):
-    """The dataset (``config.data`` unless one is given), its attributes selected, with a split."""
+    """The dataset (``config.data`` unless one is given), its attributes selected, with a split
+    (and, in the scarce-label setting, its train and val labels thinned)."""
     if dataset is None:
         dataset = open_dataset(config.data)
     if config.attributes:
@@ -131,6 +133,9 @@ def load_dataset(config: TrainConfig, dataset=None):
                          "Python with mtfap.data.splits.identity_disjoint_split")
     if not (dataset.split == 0).any():
         raise ValueError(f"dataset {dataset.name!r} has no training images")
+    if config.scarce_fraction is not None:
+        dataset, _ = scarce_setting(dataset, config.scarce_fraction, config.scarce_count,
+                                    config.scarce_seed)
     return dataset
 
 
