@@ -166,3 +166,22 @@ def test_a_weights_file_that_does_not_match_its_hash_is_refused(tmp_path):
     weights.write_bytes(bytes(data))
     with pytest.raises(DataError, match="SHA-256"):
         load_model(copy)
+
+
+def test_evaluate_scores_a_model_on_labelled_photos_through_detection(lfw_photos, tmp_path, capsys):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    rows = ["image,Male"]
+    for i, (photo, male) in enumerate(zip(lfw_photos, (1, 1, 0))):
+        _save(photo, folder / f"p{i}.jpg")
+        rows.append(f"p{i}.jpg,{male}")
+    _save(np.full((90, 90, 3), 128, np.uint8), folder / "wall.jpg")  # no face: left out
+    rows.append("wall.jpg,0")
+    (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    assert main(["evaluate", FROZEN, "--data", str(folder / "labels.csv"), "--detect",
+                 "--bootstrap", "0", "--out", str(tmp_path / "eval"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "no face in 1 photos" in out and "4 images" in out
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["table"]["Male"]["n_known"] == 3
+    assert metrics["table"]["Male"]["accuracy"] == pytest.approx(100.0)

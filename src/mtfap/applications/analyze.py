@@ -328,3 +328,44 @@ def to_frame(faces: Iterable[FaceResult]):
         row.update(zip(face.attributes, map(float, face.probabilities)))
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+class PhotosRun:
+    """A model scored on a labelled dataset of ordinary photos through detection and alignment
+    (``mtfap evaluate MODEL --data TABLE --detect``): the largest face of each photo is what
+    the model is scored on; a photo without a face has its labels masked and is counted in
+    ``missed``. Answers ``predict_split`` like the run classes of ``mtfap.model.runs``."""
+
+    kind = "photos"
+
+    def __init__(self, model: Predictor | str | Path, **options):
+        self.analyzer = Analyzer(model, largest_only=True, **options)
+        predictor = self.analyzer.predictor
+        self.path, self.method = Path(predictor.source or predictor.name), predictor.spec.heads
+        self.attributes, self.info, self.missed = predictor.attributes, {}, 0
+
+    def predict_split(self, split, data=None, features=None, batch_size=64, device="cpu",
+                      progress=True, scales=None):
+        from mtfap.model.runs import dataset_part
+        if data is None or features is not None or scales is not None:
+            raise ValueError("--detect scores the photos of --data through detection and "
+                             "alignment: give --data, and neither --features nor --test-scales")
+        from mtfap.data.layout import open_dataset
+        names = self.analyzer.predictor.attributes
+        available = open_dataset(data).attributes
+        common = [a for a in names if a in available]
+        if not common:
+            raise ValueError(f"{data}: none of its attributes ({', '.join(available[:5])}...) is "
+                             f"one of the model's")
+        self.attributes = common  # the table is scored on the attributes it labels
+        part = dataset_part(data, common, split)
+        columns = [names.index(a) for a in common]
+        scores = np.full((len(part), len(common)), 0.5)
+        mask = part.mask.copy()
+        for row, result in enumerate(self.analyzer.analyze_dataset(part, batch_size, progress)):
+            if result.faces:
+                scores[row] = result.faces[0].probabilities[columns]
+            else:
+                mask[row] = False
+        self.missed = int((~mask.any(axis=1) & part.mask.any(axis=1)).sum())
+        return scores, part.labels.astype(np.uint8), mask, part.identities

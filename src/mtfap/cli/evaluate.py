@@ -31,10 +31,15 @@ def add_parser(subparsers) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("run", type=Path, nargs="+",
                         help="run folder (mtfap train or mtfap fit-heads); several: their "
-                             "ensemble (mean probability)")
+                             "ensemble (mean probability); with --detect also a shipped "
+                             "model's name or an exported model")
     parser.add_argument("--data", help="dataset path for a train run (default: its own)")
     parser.add_argument("--features", type=Path,
                         help="features .npz for a fit-heads run (default: its own)")
+    parser.add_argument("--detect", action="store_true",
+                        help="the --data photos are not aligned: find, align and score the "
+                             "largest face of each (as mtfap predict does); a dataset without "
+                             "a split counts as all test")
     parser.add_argument("--split", choices=("train", "val", "test"), default="test")
     parser.add_argument("--thresholds", choices=("0.5", "val"), default="0.5",
                         help="decision thresholds: 0.5, or tuned per attribute on the "
@@ -89,10 +94,16 @@ def _evaluate(args) -> int:
     from mtfap.model.runs import open_run
     from mtfap.outputs import prepare_output_folder
 
-    out = args.out or args.run[0] / f"eval-{args.split}{'-ensemble' if len(args.run) > 1 else ''}"
-    claim = {"overwrite": args.overwrite, "protect": args.run}
+    if args.detect:
+        from mtfap.applications.analyze import PhotosRun
+        runs = [PhotosRun(str(path)) for path in args.run]
+        default_out = Path(f"eval-{runs[0].analyzer.predictor.name}-{args.split}")
+    else:
+        runs = [open_run(path, args.checkpoint) for path in args.run]
+        default_out = args.run[0] / f"eval-{args.split}{'-ensemble' if len(args.run) > 1 else ''}"
+    out = args.out or default_out
+    claim = {"overwrite": args.overwrite, "protect": [r.path for r in runs]}
     prepare_output_folder(out, "evaluate", check_only=True, **claim)
-    runs = [open_run(path, args.checkpoint) for path in args.run]
     opened = runs[0]
     for path, other in zip(args.run[1:], runs[1:]):
         if other.attributes != opened.attributes:
@@ -149,6 +160,8 @@ def _evaluate(args) -> int:
     else:
         interval, unit = ("", ""), " (no bootstrap intervals: --bootstrap 0)"
     what = f"ensemble of {len(runs)} {opened.kind} runs" if ensemble else f"{opened.kind} run"
+    if args.detect:
+        what = f"{what} (faces found and aligned; no face in {runs[0].missed} photos, left out)"
     views = (f"views: zooms {', '.join(f'{s:g}' for s in args.test_scales or (1.0,))}"
              f"{' and their mirrors' if opened.info.get('flip_test') else ''}; "
              if opened.kind == "train" else "")
