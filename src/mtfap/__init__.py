@@ -1,7 +1,7 @@
 """mtfap: multi-task facial attribute prediction with structured heads (MTFAP).
 
 >>> import mtfap
->>> model = mtfap.load_model()                      # doctest: +SKIP
+>>> model = mtfap.load_model()                      # the default model shipped in the package
 >>> faces = mtfap.analyze("photo.jpg", model=model)  # doctest: +SKIP
 >>> faces[0].attributes["Smiling"]                    # doctest: +SKIP
 

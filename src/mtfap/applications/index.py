@@ -32,6 +32,7 @@ import numpy as np
 
 from mtfap.data.decode import decode_image
 from mtfap.errors import DataError
+from mtfap.model.shipped import default_model_name
 from mtfap.search.store import FaceRecord, FileRecord, IndexStore, merge, shard_of
 
 # The analyzer and the models are imported where they are used: they bring torch and dlib
@@ -42,17 +43,6 @@ ROOT_KEY, FRAMING_KEY, SHARD_KEY = "collection_root", "framing", "shard"
 DETECTED, ALIGNED = "detected", "aligned"
 
 DEFAULT_BATCH_FILES = 32
-
-
-def default_model_name() -> str:
-    """:data:`~mtfap.model.shipped.DEFAULT_MODEL` when it ships, else the first shipped model
-    (by name), so that indexing works with whichever models this installation has."""
-    from mtfap.model.shipped import DEFAULT_MODEL, shipped_models
-
-    shipped = shipped_models()
-    if DEFAULT_MODEL in shipped or not shipped:
-        return DEFAULT_MODEL
-    return next(iter(shipped))
 
 
 def parse_shard(text: str | None, environ=os.environ) -> tuple[int, int]:

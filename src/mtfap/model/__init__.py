@@ -17,19 +17,21 @@ from mtfap.errors import DataError, did_you_mean
 from mtfap.model.network import AttributeModel, build_model
 from mtfap.model.predictor import Predictor
 from mtfap.model.runs import open_run
-from mtfap.model.shipped import DEFAULT_MODEL, shipped_models
+from mtfap.model.shipped import DEFAULT_MODEL, default_model_name, shipped_models
 from mtfap.model.spec import ModelSpec
 from mtfap.model.store import is_exported_model, load_exported
 
 
-def load_model(name_or_path: str | Path = DEFAULT_MODEL, *, device: str = "cpu",
+def load_model(name_or_path: str | Path | None = None, *, device: str = "cpu",
                checkpoint: str = "best") -> Predictor:
     """Open any trained model as a :class:`Predictor`.
 
-    name_or_path : the name of a model shipped inside the package (``mtfap models``), the
-        folder of an exported model, or a run folder of ``mtfap train`` (``checkpoint`` "best"
-        or "last") or ``mtfap fit-heads``.
+    name_or_path : the name of a model shipped inside the package (``mtfap models``; None: the
+        default one), the folder of an exported model, or a run folder of ``mtfap train``
+        (``checkpoint`` "best" or "last") or ``mtfap fit-heads``.
     """
+    if name_or_path is None:
+        name_or_path = default_model_name()
     shipped = shipped_models()
     if str(name_or_path) in shipped:
         return load_exported(shipped[str(name_or_path)], device=device)

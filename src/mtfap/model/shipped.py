@@ -26,13 +26,22 @@ def shipped_models() -> dict[str, Path]:
     return {path.name: path for path in sorted(folder.iterdir()) if is_exported_model(path)}
 
 
+def default_model_name() -> str:
+    """:data:`DEFAULT_MODEL` when it ships, else the first shipped model (by name), so that an
+    installation works with whichever models it has."""
+    shipped = shipped_models()
+    if DEFAULT_MODEL in shipped or not shipped:
+        return DEFAULT_MODEL
+    return next(iter(shipped))
+
+
 def describe_shipped() -> list[dict]:
     """The name, version, description and card summary of each shipped model."""
     rows = []
     for name, folder in shipped_models().items():
         description = read_description(folder)
         rows.append({"name": name, "version": description["version"],
-                     "default": name == DEFAULT_MODEL,
+                     "default": name == default_model_name(),
                      "description": description.get("description", ""),
                      "card": description.get("card", {}),
                      "size_mb": round(sum(p.stat().st_size for p in folder.iterdir()) / 2**20, 2)})
