@@ -26,14 +26,15 @@ from pathlib import Path
 
 import numpy as np
 
-from mtfap.data.decode import as_rgb_array, read_image_file
+from mtfap.data.decode import IMAGE_SUFFIXES, as_rgb_array, read_image_file
+from mtfap.data.layout import open_dataset
 from mtfap.errors import DataError
 from mtfap.faces.align import AlignmentTemplate, align_with_matrix
 from mtfap.faces.find import Face, FaceFinder
 from mtfap.faces.template import dlib_chip_template
 from mtfap.model import Predictor, load_model
+from mtfap.model.runs import dataset_part
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 RECORD_SCHEMA = "mtfap.predict/1"
 
 
@@ -346,11 +347,9 @@ class PhotosRun:
 
     def predict_split(self, split, data=None, features=None, batch_size=64, device="cpu",
                       progress=True, scales=None):
-        from mtfap.model.runs import dataset_part
         if data is None or features is not None or scales is not None:
             raise ValueError("--detect scores the photos of --data through detection and "
                              "alignment: give --data, and neither --features nor --test-scales")
-        from mtfap.data.layout import open_dataset
         names = self.analyzer.predictor.attributes
         available = open_dataset(data).attributes
         common = [a for a in names if a in available]

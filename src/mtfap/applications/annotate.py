@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from mtfap.applications.cam import normalise_map
 from mtfap.faces.align import compose_affine, invert_affine, warp_affine
 from mtfap.io import atomic_write
 
@@ -70,8 +71,6 @@ def map_on_photo(photo: np.ndarray, face, activation: np.ndarray, alpha: float =
     is: the map is warped back through the inverse of the face's alignment. ``photo`` may be
     the photo enlarged ``factor`` times (see :func:`enlargement`)."""
     import matplotlib
-
-    from mtfap.applications.cam import normalise_map
 
     height, width = photo.shape[:2]
     heat = (matplotlib.colormaps["jet"](normalise_map(activation))[..., :3] * 255).astype(np.uint8)

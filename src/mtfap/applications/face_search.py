@@ -105,6 +105,7 @@ class FaceSearch:
         """An :class:`~mtfap.applications.analyze.Analyzer` with the index's model (or
         ``model``, which must be the same name and version: the probabilities of two models
         are not comparable); ``options`` are the analyzer's."""
+        # imported here: a search by words needs no network (and no torch, seconds to import)
         from mtfap.applications.analyze import Analyzer
         from mtfap.model import load_model
 

@@ -30,9 +30,8 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from mtfap.data.decode import decode_image
+from mtfap.data.decode import IMAGE_SUFFIXES, decode_image
 from mtfap.errors import DataError
-from mtfap.model.shipped import default_model_name
 from mtfap.search.store import FaceRecord, FileRecord, IndexStore, merge, shard_of
 
 # The analyzer and the models are imported where they are used: they bring torch and dlib
@@ -70,8 +69,6 @@ def collection_files(root: str | Path) -> list[tuple[str, Path, os.stat_result]]
     """The photos under ``root``, by suffix (``IMAGE_SUFFIXES``), as ``(relative path with /,
     path, stat)``, sorted by relative path. Hidden files and folders (name starting with a dot)
     and links to folders are left out; nothing is opened."""
-    from mtfap.applications.analyze import IMAGE_SUFFIXES
-
     root = Path(root)
     if not root.is_dir():
         raise DataError("not a folder of photos", root, hint="give the folder of the collection")
@@ -209,7 +206,10 @@ class CollectionIndexer:
         return ALIGNED if self.aligned else DETECTED
 
     def _predictor(self, db_path: Path | None):
+        # imported here: the model pulls in torch (seconds); a re-run over an unchanged
+        # collection needs none of it
         from mtfap.model import Predictor, load_model
+        from mtfap.model.shipped import default_model_name
 
         if isinstance(self.model, Predictor):
             return self.model
@@ -230,7 +230,9 @@ class CollectionIndexer:
         """The :class:`~mtfap.applications.analyze.Analyzer` of this indexer, made on first use
         with the model of :meth:`run`'s rules (``db_path``: the index whose model is the
         default)."""
-        from mtfap.applications.analyze import Analyzer
+        from mtfap.applications.analyze import (
+            Analyzer,  # torch: only when there is work
+        )
 
         if self._analyzer is None:
             self._analyzer = Analyzer(self._predictor(db_path), detector=self.detector,

@@ -1,4 +1,9 @@
-"""The ``mtfap`` command line. Each sub-command lives in its own module with ``add_parser``."""
+"""The ``mtfap`` command line. Each sub-command lives in its own module with ``add_parser``.
+
+Every sub-command module imports its work inside ``run`` (not at the top): building the parser
+imports all of them, and ``mtfap --help`` or ``mtfap search`` must not pay for torch, dlib or
+scikit-learn (seconds) that another sub-command needs.
+"""
 
 from __future__ import annotations
 

@@ -109,7 +109,6 @@ def _csv_rows(results, attributes):
 
 def _write_maps(analyzer, result, photo, names, kind, folder: Path) -> None:
     import numpy as np
-
     from PIL import Image
 
     from mtfap.applications.annotate import enlargement, map_on_photo, save_image

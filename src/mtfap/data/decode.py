@@ -28,6 +28,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mtfap.errors import DataError
 
+# The suffixes of the files taken for photos when a folder is given (the decoder decides
+# whether a file really is one).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 DEFAULT_MAX_PIXELS = 64_000_000  # a 64 MP photo; phone cameras write 12-50 MP
 MAX_PIXELS_ENV = "MTFAP_MAX_PIXELS"
 

@@ -16,10 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
+from mtfap.applications.analyze import Analyzer
 from mtfap.data.layout import open_dataset
 from mtfap.data.loader import make_loader
 from mtfap.evaluation.metrics import evaluate_predictions
-from mtfap.io import atomic_write_text, save_figure, write_json
+from mtfap.experiments.groups import write_group_report
+from mtfap.io import atomic_write_text, markdown_table, save_figure, write_json
 from mtfap.model.inference import predict_loader
 from mtfap.model.predictor import Predictor
 
@@ -98,8 +100,6 @@ def measure_card(predictor: Predictor, data, out: str | Path, *, fairface=None,
             "views": {"scales": predictor.spec.test_scales, "flip": predictor.spec.flip_test},
             "per_attribute": result.to_frame().reset_index().to_dict(orient="records")}
     if fairface is not None:
-        from mtfap.applications.analyze import Analyzer
-        from mtfap.experiments.groups import write_group_report
         card["fairface"] = write_group_report(Analyzer(predictor, largest_only=True),
                                               open_dataset(fairface), out,
                                               f"{predictor.name} on FairFace", progress=progress)
@@ -110,7 +110,6 @@ def measure_card(predictor: Predictor, data, out: str | Path, *, fairface=None,
 
 def card_markdown(card: dict, result) -> str:
     """The card's accuracy table in Markdown."""
-    from mtfap.io import markdown_table
     frame = result.to_frame()
     keep = ["accuracy", "accuracy_ci_low", "accuracy_ci_high", "balanced_accuracy",
             "positive_rate_true", "threshold"]

@@ -24,8 +24,11 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from mtfap.backbones.base import InputSpec
 from mtfap.data.dataset import FaceDataset
 from mtfap.data.features import FeatureSet
+from mtfap.data.loader import make_loader
+from mtfap.data.splits import scarce_setting
 from mtfap.evaluation.metrics import (
     EvaluationResult,
     evaluate_predictions,
@@ -47,9 +50,6 @@ def pixel_features(dataset: FaceDataset, size: int = 24, n_components: int = 128
     features. Deterministic (full SVD).
     """
     from sklearn.decomposition import PCA
-
-    from mtfap.backbones.base import InputSpec
-    from mtfap.data.loader import make_loader
 
     loader = make_loader(dataset, InputSpec(size=(size, size)), train=False, batch_size=256,
                          cache_dir=cache_dir)
@@ -83,7 +83,6 @@ def with_scarce_labels(features: FeatureSet, fraction: float, count: int, seed: 
 
     Returns the features with the reduced mask and the names of the scarce attributes.
     """
-    from mtfap.data.splits import scarce_setting
     # The label bookkeeping of a FaceDataset without its images (no image is read here).
     labels_only = FaceDataset(features.meta.get("dataset", "features"), None, features.keys,
                               features.attributes, features.labels, features.mask,

@@ -22,7 +22,8 @@ from mtfap.data.features import FeatureSet
 from mtfap.errors import DataError
 from mtfap.experiments.frozen import VARIANTS, check_methods, fit_method, mean_accuracy
 from mtfap.heads.params import ESTIMATOR, TORCH, check_params
-from mtfap.io import save_figure, write_json
+from mtfap.io import save_figure, write_csv, write_json
+from mtfap.training.trainer import train
 
 #: The paper's hyper-parameters and a grid around each: lambda and gamma (Scenario 1, paper
 #: values 1e-2 and 1), xi (Scenario 2, paper value 0.75), and the ridge weight of eq. 1.
@@ -51,7 +52,6 @@ class SweepResult:
 
     def save(self, folder: str | Path, svg: bool = False) -> dict[str, Path]:
         """``sweep.json`` (chosen values, every fit), ``sweep.csv`` and the ``sweep.png`` figure."""
-        from mtfap.io import write_csv
         folder = Path(folder)
         return {"json": write_json(folder / "sweep.json", self.to_dict()),
                 "csv": write_csv(folder / "sweep.csv", self.curves.set_index("method")),
@@ -140,7 +140,6 @@ def sweep_end_to_end(config, grid: dict, output_dir: str | Path, dataset=None,
         ``heads_params`` and each run into ``output_dir/<param>=<value>``.
     grid : ``{param: [values]}`` for that method.
     """
-    from mtfap.training.trainer import train
     method = config.heads
 
     def score(_, params):

@@ -13,6 +13,7 @@ import torch
 
 from mtfap.backbones import create_backbone
 from mtfap.data.transforms import normalize
+from mtfap.faces.template import dlib_chip_template
 
 
 class IdentityEncoder:
@@ -29,7 +30,6 @@ class IdentityEncoder:
     @property
     def template(self):
         """dlib's chip geometry as an ``AlignmentTemplate`` (5 landmarks, 150 x 150)."""
-        from mtfap.faces.template import dlib_chip_template
         return dlib_chip_template()
 
     @torch.no_grad()

@@ -17,6 +17,8 @@ import torch
 from PIL import Image
 
 from mtfap.data.transforms import normalize, preprocess
+from mtfap.faces.align import AlignmentTemplate
+from mtfap.model.identity import IdentityEncoder
 from mtfap.model.inference import view_logits
 from mtfap.model.network import AttributeModel
 from mtfap.model.spec import ModelSpec
@@ -88,7 +90,6 @@ class Predictor:
     def template(self):
         """The alignment template (``mtfap.faces.AlignmentTemplate``) of the training images,
         or None when the model does not know it."""
-        from mtfap.faces.align import AlignmentTemplate
         return None if self.spec.template is None else AlignmentTemplate.from_dict(self.spec.template)
 
     # --- images to tensors --------------------------------------------------------------------
@@ -146,7 +147,6 @@ class Predictor:
         """The identity encoder (:class:`~mtfap.model.identity.IdentityEncoder`): dlib's
         128-D face descriptor on dlib's own face chips, loaded on first use."""
         if self._identity is None:
-            from mtfap.model.identity import IdentityEncoder
             self._identity = IdentityEncoder(device=self.device)
         return self._identity
 

@@ -58,6 +58,7 @@ from pathlib import Path, PurePath
 import numpy as np
 
 from mtfap.errors import DataError
+from mtfap.io import atomic_write
 
 SCHEMA_VERSION = 1
 
@@ -634,8 +635,6 @@ def _read_cache(path: Path, key: str, descriptors: bool) -> dict[str, np.ndarray
 
 
 def _write_cache(path: Path, key: str, arrays: dict[str, np.ndarray]) -> None:
-    # imported here: mtfap.io imports pandas, half a second on every search; only a miss pays it
-    from mtfap.io import atomic_write
 
     def save(tmp):
         with open(tmp, "wb") as stream:  # a file object: np.savez would append ".npz" to a name
