@@ -16,7 +16,8 @@ from mtfap.version import __version__
 
 # Sub-command modules, in the order ``mtfap --help`` lists them.
 COMMANDS: tuple[str, ...] = ("demo", "predict", "models", "export", "card", "data", "train", "features", "fit_heads", "compare",
-                             "evaluate", "sweep", "graph", "cam", "index", "search", "serve")
+                             "evaluate", "sweep", "graph", "cam", "index", "search", "serve",
+                             "verify", "verification_benchmark")
 
 
 class _OneLineErrors(argparse.ArgumentParser):
