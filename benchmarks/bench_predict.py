@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from mtfap.applications.analyze import Analyzer
@@ -42,7 +43,7 @@ from mtfap.model import load_model
 
 def _write(path, payload, load_start):
     payload = {**payload, "load_average_start": load_start, "load_average_end": os.getloadavg(),
-               "torch_threads": int(os.environ.get("OMP_NUM_THREADS", "0") or 0)}
+               "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count()}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(payload, indent=1))
     print(json.dumps({k: v for k, v in payload.items() if not isinstance(v, (list, dict))},

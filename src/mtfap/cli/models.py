@@ -32,7 +32,9 @@ def run(args) -> int:
         card = row["card"]
         accuracy = card.get("test_mean_accuracy")
         shown = f"{accuracy:.2f} %" if accuracy is not None else "n/a"
+        size = (f"{row['size_mb']:.1f} MB" if row["size_mb"] >= 1
+                else f"{1024 * row['size_mb']:.0f} kB")
         print(f"{row['name']}{' (default)' if row['default'] else ''}  version {row['version']}"
-              f"  {row['size_mb']:.1f} MB  CelebA test mean accuracy {shown}")
+              f"  {size}  CelebA test mean accuracy {shown}")
         print(f"    {row['description']}")
     return 0

@@ -44,5 +44,5 @@ def describe_shipped() -> list[dict]:
                      "default": name == default_model_name(),
                      "description": description.get("description", ""),
                      "card": description.get("card", {}),
-                     "size_mb": round(sum(p.stat().st_size for p in folder.iterdir()) / 2**20, 2)})
+                     "size_mb": round(sum(p.stat().st_size for p in folder.iterdir()) / 2**20, 3)})
     return rows
