@@ -39,7 +39,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from mtfap.applications.analyze import Analyzer, FaceResult
 from mtfap.applications.cam import MAP_KINDS, overlay, predictor_maps
 from mtfap.applications.face_search import FaceSearch, Hit
-from mtfap.applications.index import default_model_name
+from mtfap.model.shipped import default_model_name
 from mtfap.data.decode import decode_image, max_pixels_limit
 from mtfap.errors import DataError
 from mtfap.version import __version__
