@@ -130,3 +130,49 @@ def test_tables_are_written_in_three_formats(tmp_path):
     write_json(tmp_path / "x.json", {"v": np.float32(1.5), "nan": float("nan")})
     assert json.loads((tmp_path / "x.json").read_text()) == {"v": 1.5, "nan": None}
     assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_paired_difference_is_the_difference_of_accuracies_with_an_interval_of_the_pairs():
+    from mtfap.evaluation.metrics import paired_accuracy_difference
+    scores, labels, mask = _random_problem(n=800, k=4, seed=3)
+    rng = np.random.default_rng(4)
+    identities = rng.integers(0, 120, len(scores))
+    # b: a's scores with a tenth of the rows spoiled (flipped): a is better, b shares a's errors
+    spoiled = scores.copy()
+    rows = rng.random(len(scores)) < 0.1
+    spoiled[rows] = 1 - spoiled[rows]
+    diff = paired_accuracy_difference(scores, spoiled, labels, mask, identities=identities,
+                                      n_bootstrap=400, seed=1)
+    a = evaluate_predictions(scores, labels, mask, identities=identities, n_bootstrap=400)
+    b = evaluate_predictions(spoiled, labels, mask, identities=identities, n_bootstrap=400)
+    np.testing.assert_allclose(diff.difference, a.accuracy - b.accuracy)
+    assert diff.mean_difference == pytest.approx(a.mean_accuracy - b.mean_accuracy)
+    assert diff.bootstrap_unit == "identity" and diff.n_units == len(np.unique(identities))
+    low, high = diff.ci_mean_difference
+    assert 0 < low < diff.mean_difference < high
+    # pairing: the interval of the difference is narrower than the two intervals side by side
+    assert high - low < (a.ci_mean_accuracy[1] - a.ci_mean_accuracy[0]) + \
+        (b.ci_mean_accuracy[1] - b.ci_mean_accuracy[0])
+    # the same model against itself: no difference, in every replicate
+    same = paired_accuracy_difference(scores, scores, labels, mask, identities=identities,
+                                      n_bootstrap=50)
+    assert same.mean_difference == 0 and np.all(same.ci_mean_difference == 0)
+
+
+def test_paired_difference_replicates_are_explicit_identity_resamples():
+    """Each replicate equals scoring both models on the images of the drawn identities, every
+    identity as often as it was drawn."""
+    from mtfap.evaluation.metrics import paired_accuracy_difference
+    scores, labels, mask = _random_problem(n=120, k=3, seed=5, missing=0.2)
+    other, _, _ = _random_problem(n=120, k=3, seed=6, missing=0.2)
+    identities = np.repeat(np.arange(30), 4)
+    diff = paired_accuracy_difference(scores, other, labels, mask, identities=identities,
+                                      n_bootstrap=200, seed=9)
+    weights = np.random.default_rng(9).multinomial(30, np.full(30, 1 / 30), size=200)
+    replicates = []
+    for w in weights:
+        rows = np.concatenate([np.flatnonzero(identities == u) for u in np.repeat(np.arange(30), w)])
+        acc = [evaluate_predictions(s[rows], labels[rows], mask[rows], n_bootstrap=0).accuracy
+               for s in (scores, other)]
+        replicates.append(np.nanmean(acc[0] - acc[1]))
+    np.testing.assert_allclose(diff.ci_mean_difference, np.percentile(replicates, [2.5, 97.5]))

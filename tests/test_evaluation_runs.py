@@ -196,3 +196,56 @@ def test_bad_runs_and_arguments(heads_run, celeba, tmp_path, capsys):
     assert main(["cam", str(tmp_path / "random"), "--data", str(celeba[0]),
                  "--attr", "Male"]) == 2
     assert "randomly initialised" in capsys.readouterr().err
+
+
+def test_compare_runs_pairs_methods_on_the_same_images_and_caches_scores(
+        celeba, train_run, tmp_path, capsys, monkeypatch):
+    root, _ = celeba
+    config = TrainConfig(data=str(root), backbone="compact",
+                         backbone_args={"input_size": 32, "widths": [8, 16]},
+                         heads="independent", optimizer="adamw", lr=3e-3, epochs=1, batch_size=5,
+                         device="cpu", progress=False, cache_dir=str(tmp_path / "cache"),
+                         output_dir=str(tmp_path / "independent"))
+    train(config)
+    out = tmp_path / "cmp"
+    argv = ["compare-runs", f"independent={tmp_path / 'independent'}", f"graph={train_run}",
+            "--split", "val", "--focus", "Smiling", "--bootstrap", "50", "--out", str(out),
+            "--no-progress"]
+    assert main(argv) == 0
+    report = json.loads((out / "runs_comparison.json").read_text())
+    accuracy = {}
+    for name, path in (("independent", tmp_path / "independent"), ("graph", train_run)):
+        scores, labels, mask, ids = open_run(path).predict_split("val", progress=False)
+        accuracy[name] = evaluate_predictions(scores, labels, mask, n_bootstrap=0)
+        row = next(r for r in report["runs"] if r["method"] == name)
+        assert row["mean_accuracy"] == pytest.approx(100 * accuracy[name].mean_accuracy, abs=1e-3)
+    graph = report["differences"]["graph"]
+    assert graph["mean_difference"] == pytest.approx(
+        100 * (accuracy["graph"].mean_accuracy - accuracy["independent"].mean_accuracy))
+    smiling = CELEBA_ATTRIBUTES.index("Smiling")
+    assert graph["focus_mean_difference"] == pytest.approx(
+        100 * (accuracy["graph"].accuracy[smiling] - accuracy["independent"].accuracy[smiling]))
+    assert "independent" not in report["differences"]
+    assert "graph" in capsys.readouterr().out
+    assert (out / "per_attribute.csv").is_file() and "| graph |" in \
+        (out / "runs_comparison.md").read_text()
+
+    # a second report reads the cached scores: no run is opened again
+    def no_open(*args, **kwargs):
+        raise AssertionError("the scores should come from the cache")
+    monkeypatch.setattr("mtfap.model.runs.open_run", no_open)
+    assert main([*argv, "--overwrite"]) == 0
+    again = json.loads((out / "runs_comparison.json").read_text())
+    assert again["differences"] == report["differences"]
+
+
+def test_compare_runs_refuses_bad_arguments(train_run, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["compare-runs", str(train_run), "--out", str(tmp_path / "x")])
+    assert "METHOD=RUN" in capsys.readouterr().err
+    assert main(["compare-runs", f"graph={train_run}", "--baseline", "independent",
+                 "--out", str(tmp_path / "y")]) != 0
+    assert "--baseline 'independent'" in capsys.readouterr().err
+    assert main(["compare-runs", f"graph={tmp_path / 'missing'}", "--out",
+                 str(tmp_path / "z")]) != 0
+    assert "no such run folder" in capsys.readouterr().err

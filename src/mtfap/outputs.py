@@ -60,6 +60,8 @@ KINDS: dict[str, OutputKind] = {kind.name: kind for kind in (
     OutputKind("graph", "mtfap graph", ("clusters.json",),
                ("graph_heatmap.png", "graph_heatmap.svg", "graph_clusters.png",
                 "graph_clusters.svg", "clusters.json"), derived=True),
+    OutputKind("compare-runs", "mtfap compare-runs", ("runs_comparison.json",),
+               ("runs_comparison.json", "runs_comparison.md", "per_attribute.csv"), ("scores",)),
     OutputKind("cam", "mtfap cam", ("cam_*.png",), ("cam_*.png", "cam_*.svg"), derived=True),
 )}
 

@@ -15,9 +15,10 @@ import sys
 from mtfap.version import __version__
 
 # Sub-command modules, in the order ``mtfap --help`` lists them.
-COMMANDS: tuple[str, ...] = ("demo", "predict", "models", "export", "card", "data", "train", "features", "fit_heads", "compare",
-                             "evaluate", "sweep", "graph", "cam", "index", "search", "serve",
-                             "verify", "verification_benchmark")
+COMMANDS: tuple[str, ...] = ("demo", "predict", "models", "export", "card", "data", "train",
+                             "features", "fit_heads", "compare", "compare_runs", "evaluate",
+                             "sweep", "graph", "cam", "index", "search", "serve", "verify",
+                             "verification_benchmark")
 
 
 class _OneLineErrors(argparse.ArgumentParser):
