@@ -173,8 +173,9 @@ def lfw(args):
     load = os.getloadavg()
     predictor = load_model(args.model)
     dataset = open_dataset(args.data)
-    if args.limit:
-        dataset = dataset.subset(np.arange(min(args.limit, len(dataset))))
+    if args.limit and args.limit < len(dataset):  # a seeded random sample, the same for all
+        rows = np.random.default_rng(args.seed).choice(len(dataset), args.limit, replace=False)
+        dataset = dataset.subset(np.sort(rows))
     male = predictor.attributes.index("Male")
     rows = {}
     for detector in args.detectors:
@@ -195,7 +196,8 @@ def lfw(args):
                           "male_accuracy_female": float(correct[hit & known & (dataset.labels[:, 0] == 0)].mean()),
                           "male_accuracy_male": float(correct[hit & known & (dataset.labels[:, 0] == 1)].mean())}
         print(detector, rows[detector], flush=True)
-    _write(args.out, {"model": args.model, "upsample": args.upsample, "detectors": rows}, load)
+    _write(args.out, {"model": args.model, "upsample": args.upsample, "sample": args.limit or None,
+                      "seed": args.seed, "detectors": rows}, load)
 
 
 def speed(args):
@@ -247,7 +249,9 @@ def main():
     sub.choices["placed"].add_argument("--seed", type=int, default=0)
     sub.choices["lfw"].add_argument("--detectors", nargs="+", default=["hog", "cnn"])
     sub.choices["lfw"].add_argument("--upsample", type=int, default=1)
-    sub.choices["lfw"].add_argument("--limit", type=int, default=0)
+    sub.choices["lfw"].add_argument("--limit", type=int, default=0,
+                                    help="a random sample of this many photos (0: all)")
+    sub.choices["lfw"].add_argument("--seed", type=int, default=0)
     sub.choices["speed"].add_argument("--photos", type=int, default=1000)
     sub.choices["speed"].add_argument("--workers", type=int, default=None)
     sub.choices["speed"].add_argument("--batch-size", type=int, default=32)
