@@ -173,13 +173,14 @@ def report_tables(report: dict) -> dict[str, pd.DataFrame]:
         rows.append({
             "method": method, "runs": info["runs"],
             "accuracy_per_seed": " / ".join(f"{v:.2f}" for v in seeds),
-            "mean_accuracy": info["mean_accuracy"], "seed_spread": info["seed_spread"],
-            "difference": None if diff is None else diff["mean_difference"],
-            "difference_ci95_per_seed": None if diff is None else "; ".join(
+            "mean_accuracy": info["mean_accuracy"],
+            "seed_spread": np.nan if info["seed_spread"] is None else info["seed_spread"],
+            "difference": np.nan if diff is None else diff["mean_difference"],
+            "difference_ci95_per_seed": "-" if diff is None else "; ".join(
                 f"{r['difference']:+.2f} [{r['ci95'][0]:+.2f}, {r['ci95'][1]:+.2f}]"
                 for r in diff["pairs"]),
             **({"focus_accuracy": info["focus_mean_accuracy"],
-                "focus_difference": None if diff is None else diff["focus_mean_difference"]}
+                "focus_difference": np.nan if diff is None else diff["focus_mean_difference"]}
                if report["focus"] else {})})
     methods = pd.DataFrame(rows).set_index("method")
     attributes = pd.DataFrame(report["per_attribute_difference"])
