@@ -162,6 +162,25 @@ class EvaluationResult:
                                for a, row in frame.iterrows()}}
 
 
+def _bootstrap_units(identities, n: int) -> tuple[np.ndarray, str, int]:
+    """The resampling unit of each of ``n`` rows: its identity when ``identities`` are given
+    (a cluster bootstrap), else the row itself; with the unit's name and the number of units."""
+    if identities is None:
+        return np.arange(n), "image", n
+    identities = np.asarray(identities)
+    if identities.shape != (n,):
+        raise ValueError(f"identities must have shape ({n},); got {identities.shape}")
+    _, unit = np.unique(identities, return_inverse=True)
+    return unit, "identity", int(unit.max()) + 1 if n else 0
+
+
+def _bootstrap_weights(n_units: int, n_bootstrap: int, seed: int) -> np.ndarray:
+    """(n_bootstrap, n_units) draw counts: how often each unit is drawn in each replicate."""
+    rng = np.random.default_rng(seed)
+    return rng.multinomial(n_units, np.full(n_units, 1 / n_units),
+                           size=n_bootstrap).astype(np.float64)
+
+
 def evaluate_predictions(scores, labels, mask=None, attributes=None, identities=None,
                          thresholds=0.5, n_bootstrap: int = 1000, seed: int = 0,
                          meta: dict | None = None) -> EvaluationResult:
@@ -203,24 +222,15 @@ def evaluate_predictions(scores, labels, mask=None, attributes=None, identities=
         rate_pred = (predicted & mask).sum(0) / n_known
         rate_true = (labels & mask).sum(0) / n_known
 
-    if identities is not None:
-        identities = np.asarray(identities)
-        if identities.shape != (n,):
-            raise ValueError(f"identities must have shape ({n},); got {identities.shape}")
-        _, unit = np.unique(identities, return_inverse=True)
-        unit_name = "identity"
-    else:
-        unit, unit_name = np.arange(n), "image"
-    n_units = int(unit.max()) + 1 if n else 0
+    unit, unit_name, n_units = _bootstrap_units(identities, n)
     nan2 = np.full((k, 2), np.nan)
     ci_acc, ci_bal, ci_mean_acc, ci_mean_bal = nan2, nan2.copy(), np.full(2, np.nan), np.full(2, np.nan)
     if n_bootstrap > 0 and n_units > 0:
         # Per-unit counts (6, units, k), then replicate counts (B, 6, k) by weighting units.
         per_unit = np.zeros((6, n_units, k))
         np.add.at(per_unit, (slice(None), unit), counts)
-        rng = np.random.default_rng(seed)
-        weights = rng.multinomial(n_units, np.full(n_units, 1 / n_units), size=n_bootstrap)
-        replicate = np.einsum("bu,cuk->bck", weights.astype(np.float64), per_unit)
+        weights = _bootstrap_weights(n_units, n_bootstrap, seed)
+        replicate = np.einsum("bu,cuk->bck", weights, per_unit)
         boot_acc, boot_bal = _ratios(replicate)
         q = [2.5, 97.5]
         # An attribute without known labels is all-NaN: expected, so keep it NaN quietly.
@@ -282,15 +292,7 @@ def paired_accuracy_difference(scores_a, scores_b, labels, mask=None, attributes
     right = np.stack([((s >= thresholds) == labels_a) & mask for s in (scores_a, scores_b)])
     right = right.astype(np.float64)
     known = mask.astype(np.float64)
-    if identities is not None:
-        identities = np.asarray(identities)
-        if identities.shape != (n,):
-            raise ValueError(f"identities must have shape ({n},); got {identities.shape}")
-        _, unit = np.unique(identities, return_inverse=True)
-        unit_name = "identity"
-    else:
-        unit, unit_name = np.arange(n), "image"
-    n_units = int(unit.max()) + 1 if n else 0
+    unit, unit_name, n_units = _bootstrap_units(identities, n)
 
     def accuracy_difference(right_counts, known_counts):
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -305,9 +307,7 @@ def paired_accuracy_difference(scores_a, scores_b, labels, mask=None, attributes
         np.add.at(per_unit_right, (slice(None), unit), right)
         per_unit_known = np.zeros((n_units, k))
         np.add.at(per_unit_known, unit, known)
-        rng = np.random.default_rng(seed)
-        weights = rng.multinomial(n_units, np.full(n_units, 1 / n_units), size=n_bootstrap)
-        weights = weights.astype(np.float64)
+        weights = _bootstrap_weights(n_units, n_bootstrap, seed)
         boot = accuracy_difference(np.einsum("bu,muk->bmk", weights, per_unit_right),
                                    (weights @ per_unit_known)[:, None, :])
         with warnings.catch_warnings():
