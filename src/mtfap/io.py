@@ -156,6 +156,14 @@ _NPZ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, struct.error, ValueErro
                KeyError, RuntimeError, NotImplementedError)
 
 
+def write_npz(path: str | Path, arrays: dict) -> Path:
+    """``arrays`` as an uncompressed ``.npz`` at ``path``, atomically (:func:`atomic_write`)."""
+    def write(tmp):
+        with open(tmp, "wb") as handle:  # a file object: np.savez would append .npz to a name
+            np.savez(handle, **arrays)
+    return atomic_write(path, write)
+
+
 def read_npz(path: Path, what: str, hint: str) -> dict[str, np.ndarray]:
     """Every array of the ``.npz`` at ``path``, read without pickle; a damaged or foreign file
     raises DataError naming it as ``what``."""

@@ -17,7 +17,7 @@ import numpy as np
 
 from mtfap.data.dataset import SPLITS
 from mtfap.errors import DataError
-from mtfap.io import atomic_write, read_npz
+from mtfap.io import read_npz, write_npz
 
 _REMAKE = "make it again with `mtfap features`"
 
@@ -64,12 +64,7 @@ class FeatureSet:
             arrays["split"] = self.split
         if self.identities is not None:
             arrays["identities"] = self.identities
-
-        def write(tmp):
-            with open(tmp, "wb") as handle:  # a file object: np.savez would append .npz to a name
-                np.savez(handle, **arrays)
-
-        return atomic_write(path, write)
+        return write_npz(path, arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> "FeatureSet":

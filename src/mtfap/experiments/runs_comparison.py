@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from mtfap.evaluation.metrics import evaluate_predictions, paired_accuracy_difference
-from mtfap.io import atomic_write, markdown_table, read_npz
+from mtfap.io import markdown_table, read_npz, write_npz
 
 
 @dataclass
@@ -72,11 +72,7 @@ def run_scores(path: str | Path, split: str = "test", data=None, scales=None,
         arrays = {"scores": result.scores, "labels": result.labels, "mask": result.mask,
                   "identities": np.asarray([] if identities is None else identities),
                   "attributes": np.asarray(result.attributes)}
-
-        def write(tmp):
-            with open(tmp, "wb") as handle:  # a handle: np.savez would append ".npz" to a name
-                np.savez(handle, **arrays)
-        atomic_write(file, write)
+        write_npz(file, arrays)
     return result
 
 

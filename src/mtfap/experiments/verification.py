@@ -69,7 +69,7 @@ from mtfap.evaluation.verification import (
     ten_fold_accuracy,
 )
 from mtfap.faces.align import align_with_matrix
-from mtfap.io import atomic_write, read_npz, write_json, write_table
+from mtfap.io import read_npz, write_json, write_npz, write_table
 from mtfap.model import Predictor
 
 CODES_FORMAT = "mtfap-face-codes/1"
@@ -120,7 +120,7 @@ class FaceCodes:
                   "sizes": self.sizes, "landmarks": self.landmarks,
                   "descriptors": self.descriptors, "features": self.features,
                   "meta": np.array(json.dumps({"format": CODES_FORMAT, **self.meta}))}
-        return atomic_write(path, lambda tmp: _save_npz(tmp, arrays))
+        return write_npz(path, arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> FaceCodes:
@@ -133,11 +133,6 @@ class FaceCodes:
                             hint=hint)
         return cls(arrays["keys"], arrays["detector"], arrays["sizes"], arrays["landmarks"],
                    arrays["descriptors"], arrays["features"], meta)
-
-
-def _save_npz(tmp, arrays: dict) -> None:
-    with open(tmp, "wb") as handle:  # a file handle: np.savez would append ".npz" to the name
-        np.savez(handle, **arrays)
 
 
 def backbone_fingerprint(predictor: Predictor) -> str:
@@ -239,8 +234,7 @@ def encode_faces(dataset: FaceDataset, predictor: Predictor, *, batch_size: int 
         part = _encode_part(analyzer, dataset.subset(rows), batch_size)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(path, lambda tmp, p=part, k=keys: _save_npz(
-                tmp, {**p, "keys_sha256": np.array(_keys_fingerprint(k))}))
+            write_npz(path, {**part, "keys_sha256": np.array(_keys_fingerprint(keys))})
         parts.append(part)
         if progress:
             done = rows[-1] + 1
@@ -883,4 +877,4 @@ def _write_verifiers_and_scores(out: Path, trained: dict[str, TrainedVariant],
     arrays = {f"{ds}/{variant}": s for ds, r in results.items() for variant, s in r.scores.items()}
     arrays.update({f"{ds}/same": r.pairs.same for ds, r in results.items()})
     arrays.update({f"{ds}/fold": r.pairs.fold for ds, r in results.items()})
-    atomic_write(out / "scores.npz", lambda tmp: _save_npz(tmp, arrays))
+    write_npz(out / "scores.npz", arrays)

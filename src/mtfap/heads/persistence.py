@@ -14,7 +14,7 @@ import numpy as np
 from mtfap.errors import DataError
 from mtfap.heads.params import ESTIMATOR, check_params
 from mtfap.heads.registry import METHODS, make_head_estimator
-from mtfap.io import atomic_write, read_npz, write_json
+from mtfap.io import read_npz, write_json, write_npz
 
 FORMAT, VERSION = "mtfap-heads", 1
 _REFIT = ("the run folder is damaged or was not written by mtfap; fit it again with "
@@ -46,11 +46,7 @@ def save_fitted_heads(estimator, method: str, folder: str | Path, meta: dict | N
     description = {"format": FORMAT, "version": VERSION, "method": method,
                    "params": estimator.get_params(),
                    "fitted": values, "meta": meta or {}}
-    def write_arrays(tmp):
-        with open(tmp, "wb") as handle:  # a file object: np.savez would append .npz to a name
-            np.savez(handle, **arrays)
-
-    atomic_write(folder / "heads.npz", write_arrays)
+    write_npz(folder / "heads.npz", arrays)
     write_json(folder / "heads.json", description)
     return folder
 

@@ -58,7 +58,7 @@ from pathlib import Path, PurePath
 import numpy as np
 
 from mtfap.errors import DataError
-from mtfap.io import atomic_write
+from mtfap.io import write_npz
 
 SCHEMA_VERSION = 1
 
@@ -635,12 +635,8 @@ def _read_cache(path: Path, key: str, descriptors: bool) -> dict[str, np.ndarray
 
 
 def _write_cache(path: Path, key: str, arrays: dict[str, np.ndarray]) -> None:
-
-    def save(tmp):
-        with open(tmp, "wb") as stream:  # a file object: np.savez would append ".npz" to a name
-            np.savez(stream, key=np.array(key), **arrays)
     try:
-        atomic_write(_cache_path(path), save)
+        write_npz(_cache_path(path), {"key": np.array(key), **arrays})
     except OSError:
         pass  # a read-only folder: search works without the cache, only slower
 
