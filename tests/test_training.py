@@ -13,6 +13,8 @@ from mtfap.backbones import create_backbone
 from mtfap.cli import main
 from mtfap.data.synthetic import load_synthetic
 from mtfap.model.checkpoint import load_checkpoint
+from mtfap.model.runs import open_run
+from mtfap.training import trainer
 from mtfap.training.config import TrainConfig
 from mtfap.training.trainer import TimeBudget, TrainingError, learning_rate, masked_bce, train
 
@@ -168,6 +170,58 @@ def test_resumed_runs_end_where_an_uninterrupted_run_ends(faces, config, tmp_pat
                             weights(tmp_path / run / "last.pt"))
     assert [r["val_mean_accuracy"] for r in resumed.history] == \
         [r["val_mean_accuracy"] for r in full.history]
+
+
+def test_weight_average_follows_the_ema_formula_resumes_and_is_what_the_run_delivers(
+        faces, config, tmp_path, monkeypatch):
+    """ema_decay: after every step ema = d * ema + (1 - d) * weights (checked against the
+    weights of each step); each epoch validates the average and records the raw weights'
+    accuracy beside it; a run killed and resumed ends with the same average; open_run gives
+    the average."""
+    decay = 0.8
+    config = replace(config, heads="independent", ema_decay=decay)
+    seen = []
+    expected = {}
+
+    def follow(step):
+        # Called after the step's update: recompute the average from the weights seen.
+        state = {k: v.detach().clone().double() for k, v in model_of_run[0].state_dict().items()
+                 if v.is_floating_point()}
+        for name, value in state.items():
+            expected[name] = value if not seen else decay * expected[name] + (1 - decay) * value
+        seen.append(step)
+
+    model_of_run = []  # the trained model, seen when the trainer makes its average
+    make_ema = trainer.make_ema
+    monkeypatch.setattr(trainer, "make_ema",
+                        lambda model, d: model_of_run.append(model) or make_ema(model, d))
+    full = train(replace(config, output_dir=str(tmp_path / "full")), dataset=faces,
+                 on_step=follow)
+    monkeypatch.undo()
+    last = load_checkpoint(tmp_path / "full" / "last.pt")
+    assert last["ema_updates"] == len(seen) == full.steps
+    averaged = {k: v for k, v in last["ema"].items() if v.is_floating_point()}
+    assert averaged.keys() == expected.keys()
+    for name, value in averaged.items():
+        assert torch.allclose(value.double(), expected[name], atol=1e-5), name
+    # The average differs from the raw weights (else the check above proves nothing).
+    assert any(not torch.allclose(last["ema"][k], last["model"][k]) for k in averaged)
+    rows = pd.read_csv(tmp_path / "full" / "metrics.csv")
+    assert {"val_mean_accuracy", "val_mean_accuracy_raw"} <= set(rows.columns)
+
+    def kill_in_epoch_two(step):
+        if step == 8:
+            raise KeyboardInterrupt
+    killed = replace(config, output_dir=str(tmp_path / "killed"))
+    with pytest.raises(KeyboardInterrupt):
+        train(killed, dataset=faces, on_step=kill_in_epoch_two)
+    train(killed, dataset=faces, resume=True)
+    resumed = load_checkpoint(tmp_path / "killed" / "last.pt")
+    assert resumed["ema_updates"] == last["ema_updates"]
+    assert_same_weights(last["ema"], resumed["ema"])
+
+    run = open_run(tmp_path / "full", checkpoint="last")
+    assert_same_weights(run.model.state_dict(), last["ema"])
 
 
 def test_resume_with_another_config_is_refused(faces, config):

@@ -9,7 +9,9 @@ A checkpoint is a plain dictionary of tensors, numbers and strings saved with ``
     model (state_dict of backbone + heads), optimizer (state_dict), rng (random states),
     history (metrics of the finished epochs), best (the best validation result so far),
     elapsed (wall seconds of the run so far, for ``time_budget_minutes``),
-    data (digests of the dataset's labels and images; a resume on changed data is refused).
+    data (digests of the dataset's labels and images; a resume on changed data is refused),
+    and, when the run averages its weights (``ema_decay``), ema (state_dict of the average:
+    the weights a trained model is opened with) and ema_updates (steps averaged).
 """
 
 from __future__ import annotations

@@ -161,14 +161,16 @@ def _open_train_run(path: Path, checkpoint: str) -> TrainRun:
         except (KeyError, TypeError, ValueError) as exc:
             raise DataError(f"cannot describe the model from the checkpoint's config ({exc})",
                             weights, hint="it was not written by `mtfap train`") from None
-    if "heads.standardizer.mean" not in state["model"] and "standardize" not in spec.heads_params:
+    # The weights the run delivers: their moving average when it kept one (``ema_decay``).
+    weights_state = state["ema"] if isinstance(state.get("ema"), dict) else state["model"]
+    if "heads.standardizer.mean" not in weights_state and "standardize" not in spec.heads_params:
         # A run written before the heads standardised their features.
         spec.heads_params = {**spec.heads_params, "standardize": False}
     # The trained weights replace the backbone's, so its packaged weights are not loaded.
     described_by = path / MODEL_FILE if (path / MODEL_FILE).is_file() else weights
     try:
         model = build_model(spec, pretrained=False)
-        load_model_state(model, state["model"], weights)
+        load_model_state(model, weights_state, weights)
     except ValueError as exc:
         raise ValueError(f"{exc} (the model as {described_by} describes it)") from None
     return TrainRun(path, spec, config, model.eval())

@@ -51,9 +51,10 @@ def restore_rng_state(state: dict) -> None:
 def save_checkpoint(path: str | Path, *, config: TrainConfig, model: torch.nn.Module,
                     optimizer: torch.optim.Optimizer, epoch: int, step: int, batch_in_epoch: int,
                     history: list, best: dict | None, elapsed: float = 0.0,
-                    data: dict | None = None) -> Path:
+                    data: dict | None = None, ema=None) -> Path:
     """Write a checkpoint atomically (see the module docstring for its content); ``data``
-    identifies the dataset trained on (:func:`dataset_identity`)."""
+    identifies the dataset trained on (:func:`dataset_identity`); ``ema`` is the run's
+    ``AveragedModel`` of the weights, if it keeps one."""
     checkpoint = {
         "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
         "config": config.to_dict(), "epoch": epoch, "step": step, "batch_in_epoch": batch_in_epoch,
@@ -61,6 +62,9 @@ def save_checkpoint(path: str | Path, *, config: TrainConfig, model: torch.nn.Mo
         "rng": capture_rng_state(), "history": history, "best": best, "elapsed": elapsed,
         "data": data,
     }
+    if ema is not None:
+        checkpoint["ema"] = ema.module.state_dict()
+        checkpoint["ema_updates"] = int(ema.n_averaged)
     return atomic_torch_save(checkpoint, path)
 
 

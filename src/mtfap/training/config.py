@@ -62,6 +62,11 @@ class TrainConfig:
         schedule : ``cosine`` (to 0), ``step`` (times ``step_gamma`` every ``step_epochs``) or
             ``none``, after a linear warm-up of ``warmup_epochs``.
         grad_clip_norm : clip the global gradient norm (None = no clipping).
+        ema_decay : keep an exponential moving average of the weights (backbone and heads),
+            ``ema = decay * ema + (1 - decay) * weights`` after every optimiser step; the
+            average is what each epoch validates, what ``best.pt`` keeps and what the run
+            delivers, and the raw weights' validation accuracy is recorded beside it
+            (``val_mean_accuracy_raw``). None = no average.
         epochs, batch_size : ``batch_size`` is the global batch, split over processes.
         freeze_backbone_epochs : train only the heads for this many first epochs.
         max_steps : stop after this many optimiser steps (smoke tests); None = all epochs.
@@ -102,6 +107,7 @@ class TrainConfig:
     step_gamma: float = 0.1
     warmup_epochs: float = 0.0
     grad_clip_norm: float | None = None
+    ema_decay: float | None = None
     epochs: int = 10
     batch_size: int = 64
     freeze_backbone_epochs: int = 0
@@ -150,6 +156,9 @@ class TrainConfig:
         if self.scarce_fraction is not None and not 0 <= self.scarce_fraction <= 1:
             raise ValueError(f"config scarce_fraction must be in [0, 1] or None, got "
                              f"{self.scarce_fraction!r}")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise ValueError(f"config ema_decay must be between 0 and 1 (for example 0.999) or "
+                             f"None, got {self.ema_decay!r}")
         if self.scarce_count < 1:
             raise ValueError(f"config scarce_count must be >= 1, got {self.scarce_count!r}")
 

@@ -32,6 +32,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DistributedSampler
 from tqdm.auto import tqdm
 
@@ -160,6 +161,12 @@ def evaluate(model: AttributeModel, loader, config: TrainConfig, context) -> dic
     result = evaluate_predictions(scores, labels, mask, n_bootstrap=0)
     return {"mean_accuracy": result.mean_accuracy,
             "mean_balanced_accuracy": result.mean_balanced_accuracy}
+
+
+def _validate(model: AttributeModel, data: "_Data", config: TrainConfig, context) -> dict:
+    if not data.val_size:
+        return {"mean_accuracy": float("nan"), "mean_balanced_accuracy": float("nan")}
+    return evaluate(model, data.val_loader, config, context)
 
 
 def plot_history(history: list[dict], path: Path) -> None:
@@ -306,6 +313,12 @@ def train_step(model: AttributeModel, ddp_model: nn.Module, optimizer: torch.opt
     return data_loss.detach(), penalty.detach()
 
 
+def make_ema(model: AttributeModel, decay: float) -> AveragedModel:
+    """An exponential moving average of ``model``'s weights and buffers (``config.ema_decay``),
+    updated with ``ema.update_parameters(model)`` after each optimiser step."""
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
 def _place_model(model: AttributeModel, config: TrainConfig, context) -> AttributeModel:
     """The model on the device, in channels-last layout if asked, with synchronised batch norm
     under DDP on GPUs."""
@@ -374,15 +387,18 @@ class _Progress:
     best: dict | None = None
 
 
-def _resume(last_path: Path, config: TrainConfig, model, optimizer, context, data: dict
+def _resume(last_path: Path, config: TrainConfig, model, optimizer, ema, context, data: dict
             ) -> tuple[_Progress, float]:
-    """Restore the model, optimiser, random states and loop position of ``last.pt`` (written
-    with the same config, on the same ``data``); returns the position and the wall seconds the
-    run had used."""
+    """Restore the model, optimiser, weight average, random states and loop position of
+    ``last.pt`` (written with the same config, on the same ``data``); returns the position and
+    the wall seconds the run had used."""
     checkpoint = load_checkpoint(last_path, map_location=context.device)
     check_same_config(checkpoint, config, last_path)
     check_same_data(checkpoint, data, last_path)
     load_model_state(model, checkpoint["model"], last_path)
+    if ema is not None:
+        load_model_state(ema.module, checkpoint["ema"], last_path)
+        ema.n_averaged.fill_(int(checkpoint["ema_updates"]))
     optimizer.load_state_dict(checkpoint["optimizer"])
     progress = _Progress(checkpoint["epoch"], checkpoint["step"], checkpoint["batch_in_epoch"],
                          checkpoint["history"], checkpoint["best"])
@@ -453,13 +469,16 @@ def train(config: TrainConfig, *, dataset=None, backbone: nn.Module | None = Non
                          config, context)
     data = _prepare_data(dataset, model.backbone.input_spec, config, context)
     optimizer = make_optimizer(config, model)
+    # The weights the run validates, keeps as best.pt and delivers: their average if asked.
+    ema = make_ema(model, config.ema_decay) if config.ema_decay is not None else None
+    delivered = model if ema is None else ema.module
     augmentation = config.make_augmentation()
     on_gpu = context.device.type == "cuda"
 
     # --- resume ---------------------------------------------------------------------------
     at = _Progress()
     if resume:
-        at, elapsed = _resume(last_path, config, model, optimizer, context, identity)
+        at, elapsed = _resume(last_path, config, model, optimizer, ema, context, identity)
         budget = TimeBudget(config.time_budget_minutes, context, elapsed)
     if context.is_main:
         config.save(output_dir / "config.json")
@@ -473,7 +492,7 @@ def train(config: TrainConfig, *, dataset=None, backbone: nn.Module | None = Non
             save_checkpoint(path, config=config, model=model, optimizer=optimizer,
                             epoch=at.epoch, step=at.step, batch_in_epoch=at.batch_in_epoch,
                             history=at.history, best=at.best, elapsed=budget.local_elapsed(),
-                            data=identity)
+                            data=identity, ema=ema)
 
     # --- the loop -------------------------------------------------------------------------
     total_steps = config.epochs * data.steps_per_epoch
@@ -510,6 +529,8 @@ def train(config: TrainConfig, *, dataset=None, backbone: nn.Module | None = Non
                     f"GPU out of memory with a batch of {data.per_rank_batch} images per process "
                     f"at epoch {at.epoch + 1}, step {at.step + 1}; try --batch-size "
                     f"{max(1, config.batch_size // 2)} (or a smaller input size)") from None
+            if ema is not None:
+                ema.update_parameters(model)
             at.step, at.batch_in_epoch = at.step + 1, at.batch_in_epoch + 1
 
             # Logging: the global mean loss (the data term is summed over ranks).
@@ -539,13 +560,14 @@ def train(config: TrainConfig, *, dataset=None, backbone: nn.Module | None = Non
         budget.end_training(epoch_images / config.batch_size, len(data.val_loader))
         # Evaluation must not move the random streams: a resumed run has not evaluated here.
         with torch.random.fork_rng(devices=[context.device] if on_gpu else []):
-            val = evaluate(model, data.val_loader, config, context) if data.val_size else \
-                {"mean_accuracy": float("nan"), "mean_balanced_accuracy": float("nan")}
+            val = _validate(delivered, data, config, context)
+            raw = {} if ema is None else \
+                {"val_mean_accuracy_raw": _validate(model, data, config, context)["mean_accuracy"]}
         row = {"epoch": at.epoch + 1, "step": at.step, "complete": finished_epoch, "lr": lr,
                "train_loss": epoch_loss * context.world_size / max(epoch_images, 1),
                "train_penalty": epoch_penalty * context.world_size / max(epoch_images, 1),
                "val_mean_accuracy": val["mean_accuracy"],
-               "val_mean_balanced_accuracy": val["mean_balanced_accuracy"],
+               "val_mean_balanced_accuracy": val["mean_balanced_accuracy"], **raw,
                "seconds": seconds, "images_per_second": epoch_images / max(seconds, 1e-9),
                "elapsed_minutes": budget.elapsed() / 60}
         at.history.append(row)
