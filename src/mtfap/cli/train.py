@@ -42,7 +42,7 @@ _FLAGS = (
      "stop after this many minutes of wall time; the schedule follows the budget"),
     ("--seed", "seed", int, "random seed"),
     ("--device", "device", str, "auto: the GPU when there is one"),
-    ("--amp", "amp", str, "auto: bf16 autocast on GPUs only"),
+    ("--amp", "amp", str, "auto: bf16 autocast where it is fast (GPUs, CPUs with AMX)"),
     ("--output-dir", "output_dir", str, "run folder: config.json, metrics, checkpoints"),
     ("--num-workers", "num_workers", int, "DataLoader worker processes"),
     ("--cache-dir", "cache_dir", str, "decoded-image cache folder"),
