@@ -23,6 +23,7 @@ if importlib.util.find_spec("face_recognition_models") is None:
 
 from mtfap.faces import (
     AlignmentTemplate,
+    CascadeDetector,
     CnnDetector,
     FaceFinder,
     FaceModelMissing,
@@ -267,6 +268,32 @@ def test_the_crop_fallback_finds_landmarks_on_a_tight_crop_the_detector_misses(
     cnn_box = CnnDetector(upsample=0).detect(padded)[0].box
     reference = LandmarkModel(5)(padded, cnn_box) - 32
     assert np.linalg.norm(points - reference, axis=1).mean() < 0.05 * eye_distance(reference)
+
+
+def test_the_auto_detector_runs_the_cnn_only_where_hog_finds_nothing(fairface_dir, lfw_faces,
+                                                                    monkeypatch):
+    auto = make_detector("auto")
+    assert isinstance(auto, CascadeDetector)
+    calls = []
+    cnn_detect = CnnDetector.detect
+    monkeypatch.setattr(CnnDetector, "detect",
+                        lambda self, image: calls.append(1) or cnn_detect(self, image))
+    # A frontal LFW face: HOG finds it, the CNN is never asked.
+    found = auto.detect(lfw_faces[0])
+    assert [d.detector for d in found] == ["hog"] and calls == []
+    assert found[0].box == HogDetector(upsample=1).detect(lfw_faces[0])[0].box
+    # Tight crops HOG misses: the CNN runs and finds them; the finder fits landmarks on its box.
+    for name in FAIRFACE_MISSED_BY_HOG:
+        image = read_zip_image(fairface_dir / "fairface-val.zip", name)
+        found = auto.detect(image)
+        assert [d.detector for d in found] == ["cnn"]
+        assert found[0].box == cnn_detect(CnnDetector(upsample=1), image)[0].box
+    assert len(calls) == len(FAIRFACE_MISSED_BY_HOG)
+    # Nothing anywhere: both ran, nothing is returned (the finder's crop fallback comes next).
+    assert auto.detect(np.full((120, 160, 3), 128, np.uint8)) == []
+    faces = FaceFinder("auto").find(read_zip_image(fairface_dir / "fairface-val.zip",
+                                                   FAIRFACE_MISSED_BY_HOG[0]))
+    assert len(faces) == 1 and faces[0].detector == "cnn"
 
 
 def test_the_template_of_celeba_has_level_symmetric_eyes_and_stable_points(celeba_images,

@@ -54,9 +54,10 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--aligned", action="store_true",
                         help="the photos are already aligned faces framed like the model's "
                              "training images (e.g. CelebA's aligned crops): no detection")
-    parser.add_argument("--detector", choices=("hog", "cnn"), default="hog",
+    parser.add_argument("--detector", choices=("auto", "hog", "cnn"), default="hog",
                         help="hog: fast; cnn: dlib's MMOD detector, finds more turned faces "
-                             "but is about 50x slower on a CPU")
+                             "but is about 50x slower on a CPU; auto: hog, then cnn on the "
+                             "photos where hog finds nothing")
     parser.add_argument("--upsample", type=int, default=1,
                         help="detector upsampling: 1 finds faces down to about 40 px across, "
                              "0 is faster, 2 finds smaller faces")

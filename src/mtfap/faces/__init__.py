@@ -32,6 +32,7 @@ from mtfap.faces.align import (
     warp_affine,
 )
 from mtfap.faces.detect import (
+    CascadeDetector,
     CnnDetector,
     Detection,
     FaceDetector,
@@ -45,6 +46,7 @@ from mtfap.faces.template import dlib_chip_template, measure_template
 
 __all__ = [
     "AlignmentTemplate",
+    "CascadeDetector",
     "CnnDetector",
     "Detection",
     "Face",
