@@ -222,6 +222,8 @@ def test_weight_average_follows_the_ema_formula_resumes_and_is_what_the_run_deli
 
     run = open_run(tmp_path / "full", checkpoint="last")
     assert_same_weights(run.model.state_dict(), last["ema"])
+    raw = open_run(tmp_path / "full", checkpoint="last", weights="raw")
+    assert_same_weights(raw.model.state_dict(), last["model"])
 
 
 def test_resume_with_another_config_is_refused(faces, config):

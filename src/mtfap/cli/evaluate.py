@@ -58,6 +58,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--seed", type=count(0), default=0, help="seed of the bootstrap draws")
     parser.add_argument("--checkpoint", choices=("best", "last"), default="best",
                         help="train runs: best validation epoch or the last one")
+    parser.add_argument("--weights", choices=("delivered", "raw"), default="delivered",
+                        help="train runs that averaged their weights (ema_decay): the average "
+                             "(delivered, default) or the raw weights of the same checkpoint")
     parser.add_argument("--batch-size", type=count(1), default=64)
     parser.add_argument("--device", default="cpu", help="cpu or cuda (train runs)")
     parser.add_argument("--out", type=Path,
@@ -99,7 +102,7 @@ def _evaluate(args) -> int:
         runs = [PhotosRun(str(path)) for path in args.run]
         default_out = Path(f"eval-{runs[0].analyzer.predictor.name}-{args.split}")
     else:
-        runs = [open_run(path, args.checkpoint) for path in args.run]
+        runs = [open_run(path, args.checkpoint, weights=args.weights) for path in args.run]
         default_out = args.run[0] / f"eval-{args.split}{'-ensemble' if len(args.run) > 1 else ''}"
     out = args.out or default_out
     claim = {"overwrite": args.overwrite, "protect": [r.path for r in runs]}

@@ -144,9 +144,11 @@ def spec_of_train_config(config: dict, attributes=None) -> ModelSpec:
                      flip_test=bool(config.get("flip_test", False)))
 
 
-def _open_train_run(path: Path, checkpoint: str) -> TrainRun:
+def _open_train_run(path: Path, checkpoint: str, which: str = "delivered") -> TrainRun:
     if checkpoint not in ("best", "last"):
         raise ValueError(f"checkpoint must be 'best' or 'last', got {checkpoint!r}")
+    if which not in ("delivered", "raw"):
+        raise ValueError(f"weights must be 'delivered' or 'raw', got {which!r}")
     weights = path / f"{checkpoint}.pt"
     state = load_checkpoint(weights)
     config = state.get("config")
@@ -162,7 +164,8 @@ def _open_train_run(path: Path, checkpoint: str) -> TrainRun:
             raise DataError(f"cannot describe the model from the checkpoint's config ({exc})",
                             weights, hint="it was not written by `mtfap train`") from None
     # The weights the run delivers: their moving average when it kept one (``ema_decay``).
-    weights_state = state["ema"] if isinstance(state.get("ema"), dict) else state["model"]
+    averaged = isinstance(state.get("ema"), dict)
+    weights_state = state["ema"] if averaged and which == "delivered" else state["model"]
     if "heads.standardizer.mean" not in weights_state and "standardize" not in spec.heads_params:
         # A run written before the heads standardised their features.
         spec.heads_params = {**spec.heads_params, "standardize": False}
@@ -289,15 +292,17 @@ def _open_heads_run(path: Path) -> HeadsRun:
     return HeadsRun(path, read_heads_description(path), load_fitted_heads(path))
 
 
-def open_run(path: str | Path, checkpoint: str = "best") -> Run:
+def open_run(path: str | Path, checkpoint: str = "best", weights: str = "delivered") -> Run:
     """Open the run folder ``path`` (see the module docstring).
 
     checkpoint : for a train run, "best" (``best.pt``, the best validation epoch) or "last".
+    weights : for a train run that averaged its weights (``ema_decay``), "delivered" (the
+        average) or "raw" (the weights the optimiser left); others have only the raw ones.
     """
     path = Path(path)
     # `mtfap train` also writes a heads_summary.json: the training config decides first.
     if (path / "config.json").is_file():
-        return _open_train_run(path, checkpoint)
+        return _open_train_run(path, checkpoint, weights)
     if (path / "heads.json").is_file():
         return _open_heads_run(path)
     raise FileNotFoundError(f"{path}: not a run folder (expected config.json and best.pt from "
