@@ -108,7 +108,10 @@ def test_missing_labels_never_count_as_negatives(data):
     for j in (0, 7):
         own = IndependentHeads(attributes=["x"], **exact).fit(
             X[mask[:, j]], Y[mask[:, j], j:j + 1])
-        assert np.allclose(est.coef_[j], own.coef_[0], atol=1e-5)
+        # The joint fit stops on the summed objective: on an AVX2 EPYC its coefficients differ
+        # from the single fit's by 1.3e-5 (to 1e-5 on the AMX Xeon). Counting the unknown labels
+        # as negatives would move them by tenths.
+        assert np.allclose(est.coef_[j], own.coef_[0], rtol=1e-4, atol=1e-5)
     # the score ignores unknown labels
     assert est.score(X, ones, mask) == est.score(X, zeros, mask)
 
