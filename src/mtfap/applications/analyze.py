@@ -167,7 +167,7 @@ class Analyzer:
     workers : threads that decode photos and find faces while the network runs.
     """
 
-    def __init__(self, model: Predictor | str | Path | None = None, *, detector: str = "hog",
+    def __init__(self, model: Predictor | str | Path | None = None, *, detector: str = "auto",
                  landmarks: int = 5, upsample: int = 1, crop_fallback: bool = True,
                  largest_only: bool = False, aligned: bool = False,
                  thresholds: str | float = "model", keep_aligned: bool = False,

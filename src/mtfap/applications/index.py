@@ -186,7 +186,7 @@ class CollectionIndexer:
     """
 
     def __init__(self, model=None, *, aligned: bool = False,
-                 detector: str = "hog", upsample: int = 1, identity: bool = True,
+                 detector: str = "auto", upsample: int = 1, identity: bool = True,
                  batch_files: int = DEFAULT_BATCH_FILES, batch_size: int = 32,
                  workers: int | None = None, max_pixels: int | None = None):
         if batch_files < 1 or batch_size < 1:

@@ -90,7 +90,7 @@ class FaceVerifier:
     """
 
     def __init__(self, verifier: str | Path | None = None, *, threshold: float | None = None,
-                 model: Predictor | str | Path | None = None, detector: str = "hog",
+                 model: Predictor | str | Path | None = None, detector: str = "auto",
                  workers: int | None = 1):
         self.siamese: SiameseVerifier | None = None
         self.columns: list[str] | None = None

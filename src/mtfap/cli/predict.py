@@ -54,7 +54,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--aligned", action="store_true",
                         help="the photos are already aligned faces framed like the model's "
                              "training images (e.g. CelebA's aligned crops): no detection")
-    parser.add_argument("--detector", choices=("auto", "hog", "cnn"), default="hog",
+    parser.add_argument("--detector", choices=("auto", "hog", "cnn"), default="auto",
                         help="hog: fast; cnn: dlib's MMOD detector, finds more turned faces "
                              "but is about 50x slower on a CPU; auto: hog, then cnn on the "
                              "photos where hog finds nothing")

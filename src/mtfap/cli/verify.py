@@ -32,7 +32,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--model", default=None,
                         help="attribute model to align faces for (default: the verifier's, "
                              "else the default shipped model)")
-    parser.add_argument("--detector", choices=("auto", "hog", "cnn"), default="hog",
+    parser.add_argument("--detector", choices=("auto", "hog", "cnn"), default="auto",
                         help="hog: fast; cnn: finds more turned faces, ~50x slower; auto: hog, "
                              "then cnn on the photos where hog finds nothing")
     parser.add_argument("--format", choices=("text", "json"), default="text")
