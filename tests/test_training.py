@@ -38,6 +38,18 @@ def weights(path):
     return load_checkpoint(path)["model"]
 
 
+def train_killed_in_epoch_two(config, faces, folder):
+    """Start the run of ``config`` in ``folder`` and kill it at step 8 (in epoch 2 of 5-step
+    epochs, after the epoch-1 checkpoint); returns its config, to resume."""
+    def kill(step):
+        if step == 8:
+            raise KeyboardInterrupt
+    killed = replace(config, output_dir=str(folder))
+    with pytest.raises(KeyboardInterrupt):
+        train(killed, dataset=faces, on_step=kill)
+    return killed
+
+
 def assert_same_weights(a, b, tolerance=0.0):
     assert a.keys() == b.keys()
     for name in (n for n in a if isinstance(a[n], torch.Tensor)):
@@ -150,12 +162,7 @@ def test_resumed_runs_end_where_an_uninterrupted_run_ends(faces, config, tmp_pat
     config = replace(config, heads=heads, heads_params=params)
     full = train(replace(config, output_dir=str(tmp_path / "full")), dataset=faces)
 
-    def kill_in_epoch_two(step):
-        if step == 8:
-            raise KeyboardInterrupt
-    killed = replace(config, output_dir=str(tmp_path / "killed"))
-    with pytest.raises(KeyboardInterrupt):
-        train(killed, dataset=faces, on_step=kill_in_epoch_two)
+    killed = train_killed_in_epoch_two(config, faces, tmp_path / "killed")
     assert load_checkpoint(tmp_path / "killed" / "last.pt")["epoch"] == 1
     resumed = train(killed, dataset=faces, resume=True)
 
@@ -209,12 +216,7 @@ def test_weight_average_follows_the_ema_formula_resumes_and_is_what_the_run_deli
     rows = pd.read_csv(tmp_path / "full" / "metrics.csv")
     assert {"val_mean_accuracy", "val_mean_accuracy_raw"} <= set(rows.columns)
 
-    def kill_in_epoch_two(step):
-        if step == 8:
-            raise KeyboardInterrupt
-    killed = replace(config, output_dir=str(tmp_path / "killed"))
-    with pytest.raises(KeyboardInterrupt):
-        train(killed, dataset=faces, on_step=kill_in_epoch_two)
+    killed = train_killed_in_epoch_two(config, faces, tmp_path / "killed")
     train(killed, dataset=faces, resume=True)
     resumed = load_checkpoint(tmp_path / "killed" / "last.pt")
     assert resumed["ema_updates"] == last["ema_updates"]
