@@ -90,3 +90,27 @@ def test_least_frequent_attributes(tmp_path):
     assert least_frequent_attributes(data, 1, split=None) != ["Even"]
     with pytest.raises(ValueError, match="count must be between 1 and 4"):
         least_frequent_attributes(data, 5)
+
+
+def test_fairface_halves_split_every_cell_in_two_and_hold_out_the_demo_photos(fairface_dir):
+    from collections import Counter
+
+    from mtfap.data.fairface import DEMO_PHOTOS, fairface_halves, read_fairface
+
+    photos = read_fairface(fairface_dir)
+    halves = fairface_halves(photos)
+    assert set(np.unique(halves.split)) == {0, 2}
+    def cell(key):
+        return tuple(photos.meta["groups"][key][g] for g in ("race", "gender", "age"))
+
+    everyone = Counter(cell(k) for k in photos.keys)
+    trained = Counter(cell(k) for k, s in zip(photos.keys, halves.split) if s == 0)
+    for name, count in everyone.items():  # half of each cell (rounded), demo photos aside
+        assert abs(trained[name] - count / 2) <= 1 + sum(cell(k) == name for k in DEMO_PHOTOS)
+    assert all(halves.split[photos.keys.index(k)] == 2 for k in DEMO_PHOTOS)
+    assert fairface_halves(photos).split.tolist() == halves.split.tolist()  # the same draw
+    assert fairface_halves(photos, seed=1).split.tolist() != halves.split.tolist()
+    test = halves.get_split("test")
+    assert set(test.keys) <= set(test.meta["groups"])  # the groups follow the photos
+    with pytest.raises(ValueError, match="train_fraction"):
+        fairface_halves(photos, train_fraction=1.0)

@@ -354,3 +354,30 @@ def test_auto_amp_uses_bf16_on_cpus_only_where_it_is_fast(monkeypatch, amx):
     assert dtype_under("auto") == (torch.bfloat16 if amx else torch.float32)
     assert dtype_under("bf16") == torch.bfloat16
     assert dtype_under("off") == torch.float32
+
+
+def test_a_run_can_start_from_a_trained_model_and_train_on(faces, config, tmp_path):
+    from mtfap.model import build_model
+    from mtfap.training.trainer import start_from_trained
+
+    independent = replace(config, heads="independent", heads_params={}, epochs=1)
+    first = train(independent, dataset=faces).output_dir
+    trained = open_run(first).predictor().model.eval()
+    model = build_model(independent.model_spec(list(faces.attributes)))
+    start_from_trained(model, str(first))
+    images = torch.randn(6, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(images), trained(images), rtol=1e-4, atol=1e-5)
+    # It trains on from there; the heads keep computing on the raw features (the standardiser
+    # stays the identity map instead of estimating new statistics).
+    second = train(replace(independent, init=str(first), output_dir=str(tmp_path / "second")),
+                   dataset=faces).output_dir
+    state = weights(second / "last.pt")
+    assert torch.all(state["heads.standardizer.mean"] == 0)
+    assert not torch.equal(state["heads.weight"], weights(first / "last.pt")["heads.weight"])
+    with pytest.raises(ValueError, match="init .*needs heads = \"independent\""):
+        replace(config, init=str(first))
+    other = load_synthetic(n=60, size=32, seed=0).select_attributes(list(faces.attributes)[:3])
+    with pytest.raises(ValueError, match="other attributes"):
+        train(replace(independent, init=str(first), output_dir=str(tmp_path / "third")),
+              dataset=other)

@@ -21,6 +21,10 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--data", required=True, help="CelebA (or images framed like the "
                                                       "model's training images, with a split)")
     parser.add_argument("--fairface", help="FairFace's folder, for the group tables")
+    parser.add_argument("--fairface-part", choices=("all", "test"), default="all",
+                        help="which FairFace photos: all, or the held-out half (test) of "
+                             "mtfap.data.fairface.fairface_halves, for a model trained on the "
+                             "other half")
     parser.add_argument("--out", type=Path, required=True, help="folder for the card's files")
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--save", action="store_true",
@@ -37,7 +41,8 @@ def run(args) -> int:
         raise ValueError(f"--bootstrap must be >= 0, got {args.bootstrap}")
     predictor = load_model(args.model)
     card = measure_card(predictor, args.data, args.out, fairface=args.fairface,
-                        n_bootstrap=args.bootstrap, progress=args.progress)
+                        fairface_part=args.fairface_part, n_bootstrap=args.bootstrap,
+                        progress=args.progress)
     if args.save:
         from mtfap.model.store import save_card
         save_card(predictor.source, card)

@@ -15,6 +15,7 @@ dataset has no split.
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -76,3 +77,34 @@ def read_fairface(root: str | Path) -> FaceDataset:
                        meta={"root": str(root), "groups": {
                            key: {"age": age, "race": race, "gender": "Male" if m else "Female"}
                            for key, age, race, m in zip(keys, ages, races, male)}})
+
+
+# The photos the demo ships (src/mtfap/resources/demo): always in the held-out half, so that
+# the demo never shows a model its own training photos.
+DEMO_PHOTOS = tuple(f"{IMAGE_FOLDER}/{n}.jpg" for n in (3, 4, 7, 14, 18, 20, 21, 28, 38))
+
+
+def fairface_halves(dataset: FaceDataset, train_fraction: float = 0.5, seed: int = 0
+                    ) -> FaceDataset:
+    """FairFace with a split: ``train_fraction`` of the photos of every race x gender x age-group
+    cell drawn at random (``seed``) as ``train``, the rest ``test``; the demo's photos are
+    always ``test``. FairFace has no identities, so the halves are disjoint by photo only.
+
+    A model trained on the ``train`` half is scored on the ``test`` half (``mtfap card
+    --fairface-part test``); the draw depends on the labels file and the seed only."""
+    if not 0 < train_fraction < 1:
+        raise ValueError(f"train_fraction must be in (0, 1), got {train_fraction}")
+    groups = dataset.meta["groups"]
+    cells: dict[tuple, list[int]] = {}
+    for row, key in enumerate(dataset.keys):
+        g = groups[key]
+        cells.setdefault((g["race"], g["gender"], g["age"]), []).append(row)
+    split = np.full(len(dataset), 2, np.int8)
+    rng = np.random.default_rng(seed)
+    demo = set(DEMO_PHOTOS)
+    for cell in sorted(cells):
+        rows = np.array([r for r in cells[cell] if dataset.keys[r] not in demo], dtype=np.int64)
+        rows = rows[rng.permutation(len(rows))]
+        split[rows[:int(round(train_fraction * len(cells[cell])))]] = 0
+    identities = np.arange(len(dataset), dtype=np.int64)  # one person a photo, as far as known
+    return replace(dataset, split=split, identities=identities)

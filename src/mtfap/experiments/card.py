@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from mtfap.applications.analyze import Analyzer
+from mtfap.data.fairface import fairface_halves
 from mtfap.data.layout import open_dataset
 from mtfap.data.loader import make_loader
 from mtfap.evaluation.metrics import evaluate_predictions
@@ -76,9 +77,15 @@ def plot_reliability(curve: dict, path: str | Path, title: str) -> list[Path]:
 
 
 def measure_card(predictor: Predictor, data, out: str | Path, *, fairface=None,
-                 n_bootstrap: int = 1000, progress: bool = True) -> dict:
+                 fairface_part: str = "all", n_bootstrap: int = 1000,
+                 progress: bool = True) -> dict:
     """Measure the card of ``predictor`` (see the module docstring) into ``out``:
-    ``card.json``, ``card.md``, ``reliability.png`` and, with ``fairface``, ``groups.*``."""
+    ``card.json``, ``card.md``, ``reliability.png`` and, with ``fairface``, ``groups.*``.
+
+    fairface_part : ``"all"`` the photos, or only the held-out half (``"test"``) of
+        :func:`~mtfap.data.fairface.fairface_halves`, for a model trained on the other half."""
+    if fairface_part not in ("all", "test"):
+        raise ValueError(f"fairface_part must be 'all' or 'test', got {fairface_part!r}")
     out = Path(out)
     scores, labels, mask, identities, _ = test_scores(predictor, data, progress=progress)
     thresholds = predictor.thresholds
@@ -100,9 +107,13 @@ def measure_card(predictor: Predictor, data, out: str | Path, *, fairface=None,
             "views": {"scales": predictor.spec.test_scales, "flip": predictor.spec.flip_test},
             "per_attribute": result.to_frame().reset_index().to_dict(orient="records")}
     if fairface is not None:
-        card["fairface"] = write_group_report(Analyzer(predictor, largest_only=True),
-                                              open_dataset(fairface), out,
-                                              f"{predictor.name} on FairFace", progress=progress)
+        photos, title = open_dataset(fairface), f"{predictor.name} on FairFace"
+        if fairface_part == "test":
+            photos = fairface_halves(photos).get_split("test")
+            title += " (held-out half)"
+        card["fairface"] = write_group_report(Analyzer(predictor, largest_only=True), photos,
+                                              out, title, progress=progress)
+        card["fairface"]["part"] = fairface_part
     write_json(out / "card.json", card)
     atomic_write_text(out / "card.md", card_markdown(card, result))
     return card

@@ -22,5 +22,24 @@ class TorchIndependentHeads(TorchHeads):
     def weight_matrix(self):
         return self.weight
 
+    @torch.no_grad()
+    def start_from(self, weight, bias) -> None:
+        """Start from trained heads ``logits = features @ weight + bias`` on the raw features
+        (``linear_map`` of a trained model): the standardiser, if any, is fixed at the identity
+        map, so the heads compute the loaded map exactly and keep it fixed (its statistics are
+        not estimated again)."""
+        weight, bias = torch.as_tensor(weight), torch.as_tensor(bias)
+        if weight.shape != self.weight.shape or bias.shape != self.bias.shape:
+            raise ValueError(f"trained heads of shape {tuple(weight.shape)} do not fit heads of "
+                             f"shape {tuple(self.weight.shape)}")
+        self.weight.copy_(weight)
+        self.bias.copy_(bias)
+        if self.standardizer is not None:
+            s = self.standardizer
+            s.mean.zero_()
+            s.var.fill_(1.0 - s.eps)  # sqrt(var + eps) = 1
+            s.updates.fill_(s.warmup_batches)
+            s.momentum = 0.0
+
     def penalty(self):
         return self.lam * (self.weight ** 2).sum()

@@ -53,6 +53,11 @@ class TrainConfig:
             (eq. 6-14, Algorithm 3).
         heads_params : keyword arguments of ``make_torch_heads`` (regularisation weights, solver,
             task groups, ...), checked against their declaration in ``mtfap.heads.params``.
+        init : start from a trained model (a shipped model's name, an exported model's folder
+            or a run folder): its backbone and its heads (as their linear map on the raw
+            features, ``TorchIndependentHeads.start_from``), instead of ``pretrained``'s
+            backbone and new heads. Needs the same backbone, backbone_args and attributes, and
+            ``heads = "independent"``. None = no such start.
     Optimisation
         optimizer : ``sgd`` (with ``momentum``) or ``adamw`` for the backbone and the heads.
         lr, weight_decay : peak learning rate; weight decay on the backbone only (the heads are
@@ -96,6 +101,7 @@ class TrainConfig:
     backbone_args: dict = field(default_factory=dict)
     heads: Literal["independent", "lowrank_sparse", "graph"] = "lowrank_sparse"
     heads_params: dict = field(default_factory=dict)
+    init: str | None = None
 
     optimizer: Literal["sgd", "adamw"] = "sgd"
     lr: float = 0.01
@@ -159,6 +165,9 @@ class TrainConfig:
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             raise ValueError(f"config ema_decay must be between 0 and 1 (for example 0.999) or "
                              f"None, got {self.ema_decay!r}")
+        if self.init is not None and self.heads != "independent":
+            raise ValueError(f"config init (start from a trained model) needs heads = "
+                             f"\"independent\", got {self.heads!r}")
         if self.scarce_count < 1:
             raise ValueError(f"config scarce_count must be >= 1, got {self.scarce_count!r}")
 
@@ -292,6 +301,8 @@ def parse_override(text: str, table: str | None = None) -> tuple[str, object]:
     hint = _HINTS[top]
     if "." not in key and (hint is str or typing.get_origin(hint) is Literal):
         return key, raw.strip()
+    if "." not in key and set(typing.get_args(hint)) == {str, type(None)}:  # text or null
+        return key, None if raw.strip().lower() in ("null", "none", "~", "") else raw.strip()
     return key, read_value(raw)
 
 

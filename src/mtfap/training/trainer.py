@@ -319,6 +319,26 @@ def make_ema(model: AttributeModel, decay: float) -> AveragedModel:
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
+def start_from_trained(model: AttributeModel, source: str) -> None:
+    """Copy the backbone and heads of the trained model ``source`` (``config.init``) into
+    ``model``; the backbone and the attributes must be the same."""
+    from mtfap.model import load_model  # the model store, needed only for this start
+
+    trained = load_model(source).model
+    names, theirs = list(model.heads.attributes), list(trained.heads.attributes)
+    if names != theirs:
+        raise ValueError(f"config init: model {source!r} predicts other attributes "
+                         f"({len(theirs)}: {', '.join(theirs[:3])}, ...) than this run "
+                         f"({len(names)}: {', '.join(names[:3])}, ...)")
+    state = {name: tensor.float() for name, tensor in trained.backbone.state_dict().items()}
+    try:
+        model.backbone.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ValueError(f"config init: the backbone of {source!r} does not fit this run's "
+                         f"({exc}); use the same backbone and backbone_args") from None
+    model.heads.start_from(*trained.heads.linear_map())
+
+
 def _place_model(model: AttributeModel, config: TrainConfig, context) -> AttributeModel:
     """The model on the device, in channels-last layout if asked, with synchronised batch norm
     under DDP on GPUs."""
@@ -465,8 +485,11 @@ def train(config: TrainConfig, *, dataset=None, backbone: nn.Module | None = Non
     dataset = load_dataset(config, dataset)
     identity = dataset_identity(dataset)
     model_spec = config.model_spec(list(dataset.attributes))
-    model = _place_model(build_model(model_spec, pretrained=config.pretrained, backbone=backbone),
-                         config, context)
+    model = build_model(model_spec, pretrained=config.pretrained and config.init is None,
+                        backbone=backbone)
+    if config.init is not None and not resume:  # a resumed run reads its own weights
+        start_from_trained(model, config.init)
+    model = _place_model(model, config, context)
     data = _prepare_data(dataset, model.backbone.input_spec, config, context)
     optimizer = make_optimizer(config, model)
     # The weights the run validates, keeps as best.pt and delivers: their average if asked.
