@@ -185,3 +185,20 @@ def test_evaluate_scores_a_model_on_labelled_photos_through_detection(lfw_photos
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["table"]["Male"]["n_known"] == 3
     assert metrics["table"]["Male"]["accuracy"] == pytest.approx(100.0)
+
+
+def test_models_lists_each_shipped_model_with_its_card(capsys):
+    from mtfap.model.shipped import describe_shipped, shipped_models
+    assert main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for row in describe_shipped():
+        line = next(line for line in lines if line.startswith(row["name"]))
+        card = row["card"]
+        assert f"CelebA test mean accuracy {card['test_mean_accuracy']:.2f} %" in line
+        fairface = card.get("fairface")
+        if fairface:
+            assert f"FairFace Male {100 * fairface['all']['male_accuracy']:.1f} %" in line
+            assert ("held-out half" in line) == (fairface.get("part") == "test")
+    assert sum("(default)" in line for line in lines) == 1
+    assert main(["models", "--json"]) == 0
+    assert {row["name"] for row in json.loads(capsys.readouterr().out)} == set(shipped_models())

@@ -34,7 +34,12 @@ def run(args) -> int:
         shown = f"{accuracy:.2f} %" if accuracy is not None else "n/a"
         size = (f"{row['size_mb']:.1f} MB" if row["size_mb"] >= 1
                 else f"{1024 * row['size_mb']:.0f} kB")
+        fairface = card.get("fairface", {})
+        male = fairface.get("all", {}).get("male_accuracy")
+        groups = "" if male is None else (
+            f", FairFace Male {100 * male:.1f} % of faces found"
+            + (" (held-out half)" if fairface.get("part") == "test" else ""))
         print(f"{row['name']}{' (default)' if row['default'] else ''}  version {row['version']}"
-              f"  {size}  CelebA test mean accuracy {shown}")
+              f"  {size}  CelebA test mean accuracy {shown}{groups}")
         print(f"    {row['description']}")
     return 0

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from mtfap.model.store import is_exported_model, read_description
 
-DEFAULT_MODEL = "celeba-dlib-finetuned"
+DEFAULT_MODEL = "celeba-fairface-dlib-finetuned"
 
 
 def models_folder() -> Path:

@@ -132,6 +132,7 @@ def save_card(folder: str | Path, card: dict) -> Path:
     keep = {k: v for k, v in card.items() if k not in ("per_attribute", "calibration")}
     if "fairface" in keep:
         keep["fairface"] = {k: card["fairface"][k] for k in
-                            ("all", "adults_20_plus", "male_accuracy_gap_by_race")}
+                            ("all", "adults_20_plus", "male_accuracy_gap_by_race", "part")
+                            if k in card["fairface"]}
     description["card"] = {**description.get("card", {}), **keep}
     return write_json(folder / DESCRIPTION_FILE, description)
