@@ -125,3 +125,13 @@ def test_the_scarce_setting_thins_train_and_val_labels_of_the_rarest_and_keeps_t
     assert (scarce.mask[test] == full.mask[test]).all()
     with pytest.raises(ValueError, match="scarce_fraction"):
         TrainConfig(scarce_fraction=1.5)
+
+
+def test_text_or_null_keys_keep_their_text_and_read_null_as_none():
+    # init and cache_dir take a name or a path, or nothing: "2024" stays a folder name.
+    assert parse_override("init=runs/2024") == ("init", "runs/2024")
+    assert parse_override("cache_dir=2024") == ("cache_dir", "2024")
+    assert parse_override("init=celeba-dlib-finetuned") == ("init", "celeba-dlib-finetuned")
+    assert parse_override("init=null") == ("init", None)
+    assert load_config(None, [parse_override("heads=independent"),
+                              parse_override("init=2024")]).init == "2024"

@@ -25,9 +25,9 @@ class TorchIndependentHeads(TorchHeads):
     @torch.no_grad()
     def start_from(self, weight, bias) -> None:
         """Start from trained heads ``logits = features @ weight + bias`` on the raw features
-        (``linear_map`` of a trained model): the standardiser, if any, is fixed at the identity
-        map, so the heads compute the loaded map exactly and keep it fixed (its statistics are
-        not estimated again)."""
+        (``linear_map`` of a trained model): the standardiser, if any, is set to the identity
+        map and fixed there (its statistics are not estimated again), so the heads compute the
+        loaded map exactly, and their weights train on from it."""
         weight, bias = torch.as_tensor(weight), torch.as_tensor(bias)
         if weight.shape != self.weight.shape or bias.shape != self.bias.shape:
             raise ValueError(f"trained heads of shape {tuple(weight.shape)} do not fit heads of "
