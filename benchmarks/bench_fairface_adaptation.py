@@ -53,10 +53,9 @@ def main() -> int:
     analyzer = Analyzer(first, largest_only=True, keep_aligned=True)
     male = first.attributes.index("Male")
     rows, aligned = [], []
-    for key, result in zip(photos.keys, analyzer.analyze_dataset(photos, batch_size=64,
-                                                                 progress=True)):
+    for row, result in enumerate(analyzer.analyze_dataset(photos, batch_size=64, progress=True)):
         if result.faces:
-            rows.append(photos.keys.index(key))
+            rows.append(row)
             aligned.append(result.faces[0].aligned)
     scores = {name: model.predict_proba(aligned)[:, model.attributes.index("Male")]
               for name, model in zip(args.models, (first, second))}
