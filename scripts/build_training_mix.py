@@ -11,7 +11,9 @@ framed exactly as a user's tight face crops will be; they are written as PNG fil
 images are unpacked beside them, and one table (``labels.csv``: image, identity, split and the
 40 attributes; FairFace rows carry ``Male`` only, the other 39 labels missing) makes the folder
 a dataset that ``mtfap train --data OUT`` reads. CelebA keeps its official split; FairFace's
-training half is all ``train``; the held-out half is not in the table.
+training half is all ``train``; the held-out half is not in the table. ``--fairface-copies N``
+shows every FairFace face N times per epoch: N - 1 hard links to its PNG (``NAME.copyK.png``)
+with rows of their own, the same photo's identity on all of them.
 
 The run also records what the model used for the alignment (by default the shipped one) says on
 each FairFace photo (``fairface_outcomes.npz``), the reference for the adapted model.
@@ -41,7 +43,11 @@ def main() -> int:
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--model", default=None, help="the model whose template aligns the faces")
     parser.add_argument("--seed", type=int, default=0, help="seed of the FairFace halves")
+    parser.add_argument("--fairface-copies", type=int, default=1, metavar="N",
+                        help="rows per FairFace face, to weigh FairFace more (default 1)")
     args = parser.parse_args()
+    if args.fairface_copies < 1:
+        parser.error(f"--fairface-copies must be at least 1, not {args.fairface_copies}")
     out = args.out
     (out / "fairface").mkdir(parents=True, exist_ok=True)
 
@@ -82,13 +88,18 @@ def main() -> int:
     for row, name in written:
         cells = [""] * len(celeba.attributes)
         cells[male_column] = str(int(fairface.labels[row, 0]))
-        rows.append([name, f"fairface{row}", "train", *cells])
+        for copy in range(args.fairface_copies):
+            copy_name = name if copy == 0 else name.replace(".png", f".copy{copy}.png")
+            if copy_name != name and not (out / copy_name).exists():
+                (out / copy_name).hardlink_to(out / name)
+            rows.append([copy_name, f"fairface{row}", "train", *cells])
     with open(out / "labels.csv.tmp", "w", newline="") as handle:
         csv.writer(handle).writerows(rows)
     (out / "labels.csv.tmp").replace(out / "labels.csv")
     train_half = fairface.split == 0
     summary = {"celeba_images": len(celeba), "fairface_train_half": int(train_half.sum()),
                "fairface_train_faces": len(written),
+               "fairface_copies": args.fairface_copies,
                "fairface_test_half": int((~train_half).sum()),
                "alignment_model": analyzer.predictor.name}
     atomic_write_text(out / "mix.json", json.dumps(summary, indent=2) + "\n")
