@@ -73,6 +73,25 @@ def test_masked_bce_ignores_missing_labels():
     assert torch.all(logits.grad[~mask] == 0)
 
 
+def test_masked_bce_label_smoothing_moves_the_targets():
+    torch.manual_seed(0)
+    logits = torch.randn(5, 3)
+    labels = torch.randint(0, 2, (5, 3)).float()
+    mask = torch.ones(5, 3, dtype=torch.bool)
+    smoothed = masked_bce(logits, labels, mask, mask.sum(), smoothing=0.2)
+    targets = torch.where(labels > 0, 0.9, 0.1)
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets)
+    assert torch.allclose(smoothed, expected)
+    # The smoothed loss is smallest at a finite logit: sigmoid(z) = 0.9 for a positive label.
+    z = torch.linspace(-6, 6, 1201).unsqueeze(1)
+    per_z = [masked_bce(v.view(1, 1), torch.ones(1, 1), torch.ones(1, 1, dtype=torch.bool), 1,
+                        smoothing=0.2).item() for v in z]
+    best = z[int(torch.tensor(per_z).argmin())].item()
+    assert torch.sigmoid(torch.tensor(best)).item() == pytest.approx(0.9, abs=1e-3)
+    with pytest.raises(ValueError, match="label_smoothing"):
+        TrainConfig(label_smoothing=1.0)
+
+
 def test_learning_rate_schedules():
     cosine = TrainConfig(lr=0.1, epochs=2, warmup_epochs=0.5)
     rates = [learning_rate(cosine, s, steps_per_epoch=10) for s in range(20)]

@@ -67,6 +67,8 @@ class TrainConfig:
         schedule : ``cosine`` (to 0), ``step`` (times ``step_gamma`` every ``step_epochs``) or
             ``none``, after a linear warm-up of ``warmup_epochs``.
         grad_clip_norm : clip the global gradient norm (None = no clipping).
+        label_smoothing : train against targets e / 2 and 1 - e / 2 instead of 0 and 1
+            (0 = none); the validation and the test score the true labels.
         ema_decay : keep an exponential moving average of the weights (backbone and heads),
             ``ema = decay * ema + (1 - decay) * weights`` after every optimiser step; the
             average is what each epoch validates, what ``best.pt`` keeps and what the run
@@ -114,6 +116,7 @@ class TrainConfig:
     warmup_epochs: float = 0.0
     grad_clip_norm: float | None = None
     ema_decay: float | None = None
+    label_smoothing: float = 0.0
     epochs: int = 10
     batch_size: int = 64
     freeze_backbone_epochs: int = 0
@@ -165,6 +168,9 @@ class TrainConfig:
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             raise ValueError(f"config ema_decay must be between 0 and 1 (for example 0.999) or "
                              f"None, got {self.ema_decay!r}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"config label_smoothing must be in [0, 1) (for example 0.1), got "
+                             f"{self.label_smoothing!r}")
         if self.init is not None and self.heads != "independent":
             raise ValueError(f"config init (start from a trained model) needs heads = "
                              f"\"independent\", got {self.heads!r}")

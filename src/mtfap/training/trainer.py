@@ -78,14 +78,18 @@ class TrainResult:
 
 
 def masked_bce(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor,
-               normaliser: torch.Tensor | float) -> torch.Tensor:
+               normaliser: torch.Tensor | float, smoothing: float = 0.0) -> torch.Tensor:
     """Sum of the sigmoid cross-entropies of the known labels, divided by ``normaliser``.
 
     ``normaliser`` is the number of known labels the loss is averaged over (for one process,
     ``mask.sum()``; under DDP the count of the global batch divided by the world size, so that
-    DDP's gradient average is the global mean).
+    DDP's gradient average is the global mean). ``smoothing`` = e moves each target from
+    {0, 1} to {e / 2, 1 - e / 2} (label smoothing).
     """
-    losses = F.binary_cross_entropy_with_logits(logits, labels.float(), reduction="none")
+    targets = labels.float()
+    if smoothing:
+        targets = targets * (1.0 - smoothing) + 0.5 * smoothing
+    losses = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
     return (losses * mask).sum() / normaliser
 
 
@@ -297,7 +301,8 @@ def train_step(model: AttributeModel, ddp_model: nn.Module, optimizer: torch.opt
     known = distributed.all_reduce_sum(mask.sum().float(), context).clamp_min(1.0)
     with autocast(config.amp, context.device):
         logits = ddp_model(images, frozen)
-    data_loss = masked_bce(logits.float(), labels, mask, known / context.world_size)
+    data_loss = masked_bce(logits.float(), labels, mask, known / context.world_size,
+                           config.label_smoothing)
     penalty = model.heads.penalty()
     loss = data_loss + penalty
     if not torch.isfinite(loss):
