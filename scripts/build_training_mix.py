@@ -88,10 +88,11 @@ def main() -> int:
     for row, name in written:
         cells = [""] * len(celeba.attributes)
         cells[male_column] = str(int(fairface.labels[row, 0]))
-        for copy in range(args.fairface_copies):
-            copy_name = name if copy == 0 else name.replace(".png", f".copy{copy}.png")
-            if copy_name != name and not (out / copy_name).exists():
-                (out / copy_name).hardlink_to(out / name)
+        rows.append([name, f"fairface{row}", "train", *cells])
+        for copy in range(1, args.fairface_copies):
+            copy_name = Path(name).with_suffix(f".copy{copy}.png").as_posix()
+            (out / copy_name).unlink(missing_ok=True)  # a stale file of an earlier build
+            (out / copy_name).hardlink_to(out / name)
             rows.append([copy_name, f"fairface{row}", "train", *cells])
     with open(out / "labels.csv.tmp", "w", newline="") as handle:
         csv.writer(handle).writerows(rows)
