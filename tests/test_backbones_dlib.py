@@ -90,6 +90,27 @@ def test_fused_affine_layers_compute_the_same_features():
     assert torch.allclose(ours, reference, atol=1e-4 * reference.abs().max())
 
 
+@needs_weights
+def test_input_size_and_crop_change_what_the_pipeline_feeds_not_the_weights():
+    default = create_backbone("dlib_face_resnet", pretrained=True).eval()
+    tight = create_backbone("dlib_face_resnet", pretrained=True, input_size=128,
+                            input_crop=0.85).eval()
+    assert tight.input_spec.size == (128, 128) and tight.input_spec.crop == 0.85
+    assert tight.input_spec.mean == default.input_spec.mean
+    assert default.input_spec.size == (150, 150) and default.input_spec.crop == 1.0
+    assert type(tight).input_spec.size == (150, 150)  # the class keeps dlib's own geometry
+    for name, value in default.state_dict().items():
+        assert torch.equal(tight.state_dict()[name], value)
+    with torch.no_grad():
+        assert tight(torch.zeros(2, 3, 128, 128)).shape == (2, 256)
+    for bad, message in (({"input_size": 96}, "input_size must be a whole number of pixels "
+                          "from 103 to 512"), ({"input_size": "128"}, "got '128'"),
+                         ({"input_crop": 0}, "input_crop must be the kept fraction"),
+                         ({"input_crop": 1.2}, "got 1.2")):
+        with pytest.raises(ValueError, match=message):
+            create_backbone("dlib_face_resnet", **bad)
+
+
 def test_add_prev_pads_the_smaller_operand_at_the_end():
     block = torch.ones(1, 4, 3, 3)
     shortcut = torch.full((1, 2, 4, 4), 10.0)

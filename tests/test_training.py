@@ -16,7 +16,14 @@ from mtfap.model.checkpoint import load_checkpoint
 from mtfap.model.runs import open_run
 from mtfap.training import trainer
 from mtfap.training.config import TrainConfig
-from mtfap.training.trainer import TimeBudget, TrainingError, learning_rate, masked_bce, train
+from mtfap.training.trainer import (
+    TimeBudget,
+    TrainingError,
+    learning_rate,
+    masked_bce,
+    positive_weights,
+    train,
+)
 
 SMALL_CNN = {"input_size": 32, "widths": [8, 16]}
 
@@ -90,6 +97,26 @@ def test_masked_bce_label_smoothing_moves_the_targets():
     assert torch.sigmoid(torch.tensor(best)).item() == pytest.approx(0.9, abs=1e-3)
     with pytest.raises(ValueError, match="label_smoothing"):
         TrainConfig(label_smoothing=1.0)
+
+
+def test_positive_weights_balance_each_attribute_over_its_known_labels():
+    # attribute 0: 1 positive, 3 negatives; 1: 2 and 1, one label missing; 2: no positive.
+    labels = np.array([[1, 1, 0], [0, 1, 0], [0, 0, 0], [0, 1, 0]])
+    mask = np.array([[1, 1, 1], [1, 1, 1], [1, 1, 1], [1, 0, 1]], dtype=bool)
+    assert positive_weights(labels, mask, 0.0) is None
+    assert positive_weights(labels, mask, 1.0).tolist() == pytest.approx([3.0, 0.5, 1.0])
+    assert positive_weights(labels, mask, 0.5).tolist() == pytest.approx([3 ** 0.5, 0.5 ** 0.5,
+                                                                          1.0])
+    # In the loss, a positive label of attribute 0 counts three times.
+    logits = torch.zeros(1, 3)
+    one = torch.ones(1, 3, dtype=torch.bool)
+    weighted = masked_bce(logits, torch.ones(1, 3), one, 3,
+                          pos_weight=positive_weights(labels, mask, 1.0))
+    assert weighted.item() == pytest.approx((3.0 + 0.5 + 1.0) * np.log(2) / 3)
+    assert masked_bce(logits, torch.zeros(1, 3), one, 3, pos_weight=torch.tensor(
+        [3.0, 0.5, 1.0])).item() == pytest.approx(np.log(2))  # negatives keep weight 1
+    with pytest.raises(ValueError, match="positive_weight_power"):
+        TrainConfig(positive_weight_power=2)
 
 
 def test_learning_rate_schedules():

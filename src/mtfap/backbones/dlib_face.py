@@ -18,7 +18,7 @@ each followed by three flags and three (empty) work tensors.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +39,9 @@ DLIB_MEAN_RGB = (122.782, 117.001, 104.298)
 DLIB_SCALE = 256.0
 # (channels, number of residual blocks, first block downsamples) for each level, input side first.
 LEVELS = ((32, 3, False), (64, 4, True), (128, 3, True), (256, 3, True), (256, 1, True))
+# The unpadded downsampling convolutions need at least 103 px; above 512 the 2-core machines
+# this project is made for would gain nothing but time.
+MIN_INPUT_SIZE, MAX_INPUT_SIZE = 103, 512
 
 
 class Affine(nn.Module):
@@ -309,8 +312,8 @@ def load_dlib_weights(model: DlibFaceResNet, path: str | Path) -> None:
         raise DataError(f"has {len(layers)} layers, dlib's face-recognition ResNet has "
                         f"{len(expected)}", path,
                         hint="this is not dlib_face_recognition_resnet_model_v1")
-    if inputs["size"] != model.input_spec.size or not np.allclose(inputs["mean"], DLIB_MEAN_RGB,
-                                                                  atol=1e-3):
+    if inputs["size"] != DlibFaceResNet.input_spec.size or not np.allclose(
+            inputs["mean"], DLIB_MEAN_RGB, atol=1e-3):
         raise DataError(f"input layer {inputs} differs from 150x150 with mean {DLIB_MEAN_RGB}",
                         path)
     for index, (layer, (kind, attrs, module)) in enumerate(zip(layers, expected)):
@@ -343,7 +346,8 @@ def _load_packaged(model: DlibFaceResNet) -> None:
 
 
 @register_backbone("dlib_face_resnet")
-def dlib_face_resnet(pretrained: bool | str = False, fuse_affine: bool = False) -> DlibFaceResNet:
+def dlib_face_resnet(pretrained: bool | str = False, fuse_affine: bool = False,
+                     input_size: int = 150, input_crop: float = 1.0) -> DlibFaceResNet:
     """dlib's face-recognition ResNet.
 
     ``pretrained=True`` reads the weights of the ``face-recognition-models`` package; a path to a
@@ -351,8 +355,26 @@ def dlib_face_resnet(pretrained: bool | str = False, fuse_affine: bool = False) 
     local state_dict / safetensors file of this module (with its affine layers).
     ``fuse_affine=True`` then folds the affine layers into the convolutions
     (:meth:`DlibFaceResNet.fuse_affine`; faster fine-tuning, same features).
+    ``input_size`` (pixels, square) and ``input_crop`` (the kept fraction of the image's shorter
+    side, :class:`InputSpec`) set what the image pipeline feeds the network: dlib's own 150 px
+    of the whole centred square by default; for example 128 px of the centred 0.85 shows the
+    face at the same scale over 27 % fewer pixels. The network is fully convolutional and
+    accepts any side from ``MIN_INPUT_SIZE`` up.
     """
+    if isinstance(input_size, bool) or not isinstance(input_size, int) or not (
+            MIN_INPUT_SIZE <= input_size <= MAX_INPUT_SIZE):
+        raise ValueError(f"dlib_face_resnet input_size must be a whole number of pixels from "
+                         f"{MIN_INPUT_SIZE} to {MAX_INPUT_SIZE} (dlib's own is 150), "
+                         f"got {input_size!r}")
+    if isinstance(input_crop, bool) or not isinstance(input_crop, (int, float)) or not (
+            0 < input_crop <= 1):
+        raise ValueError(f"dlib_face_resnet input_crop must be the kept fraction of the image's "
+                         f"shorter side, in (0, 1] (1 = the whole centred square), "
+                         f"got {input_crop!r}")
     model = DlibFaceResNet()
+    if (input_size, input_crop) != (150, 1.0):  # an instance attribute hides the class's
+        model.input_spec = replace(DlibFaceResNet.input_spec, size=(input_size, input_size),
+                                   crop=float(input_crop))
     if isinstance(pretrained, (str, Path)) and Path(pretrained).suffix == ".dat":
         load_dlib_weights(model, pretrained)
     else:

@@ -69,6 +69,10 @@ class TrainConfig:
         grad_clip_norm : clip the global gradient norm (None = no clipping).
         label_smoothing : train against targets e / 2 and 1 - e / 2 instead of 0 and 1
             (0 = none); the validation and the test score the true labels.
+        positive_weight_power : p; the loss of attribute j's positive labels is weighted by
+            ``(negatives_j / positives_j) ** p``, counted over the known training labels: 0 =
+            no weighting, 1 = positives and negatives weigh the same in total (the rare
+            attributes' positives weigh most), 0.5 = between the two.
         ema_decay : keep an exponential moving average of the weights (backbone and heads),
             ``ema = decay * ema + (1 - decay) * weights`` after every optimiser step; the
             average is what each epoch validates, what ``best.pt`` keeps and what the run
@@ -117,6 +121,7 @@ class TrainConfig:
     grad_clip_norm: float | None = None
     ema_decay: float | None = None
     label_smoothing: float = 0.0
+    positive_weight_power: float = 0.0
     epochs: int = 10
     batch_size: int = 64
     freeze_backbone_epochs: int = 0
@@ -171,6 +176,9 @@ class TrainConfig:
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"config label_smoothing must be in [0, 1) (for example 0.1), got "
                              f"{self.label_smoothing!r}")
+        if not 0 <= self.positive_weight_power <= 1:
+            raise ValueError(f"config positive_weight_power must be in [0, 1] (0 = no weighting, "
+                             f"for example 0.5), got {self.positive_weight_power!r}")
         if self.init is not None and self.heads != "independent":
             raise ValueError(f"config init (start from a trained model) needs heads = "
                              f"\"independent\", got {self.heads!r}")

@@ -78,19 +78,35 @@ class TrainResult:
 
 
 def masked_bce(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor,
-               normaliser: torch.Tensor | float, smoothing: float = 0.0) -> torch.Tensor:
+               normaliser: torch.Tensor | float, smoothing: float = 0.0,
+               pos_weight: torch.Tensor | None = None) -> torch.Tensor:
     """Sum of the sigmoid cross-entropies of the known labels, divided by ``normaliser``.
 
     ``normaliser`` is the number of known labels the loss is averaged over (for one process,
     ``mask.sum()``; under DDP the count of the global batch divided by the world size, so that
     DDP's gradient average is the global mean). ``smoothing`` = e moves each target from
-    {0, 1} to {e / 2, 1 - e / 2} (label smoothing).
+    {0, 1} to {e / 2, 1 - e / 2} (label smoothing). ``pos_weight`` (k,) multiplies the loss of
+    each attribute's positive labels (:func:`positive_weights`).
     """
     targets = labels.float()
     if smoothing:
         targets = targets * (1.0 - smoothing) + 0.5 * smoothing
-    losses = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    losses = F.binary_cross_entropy_with_logits(logits, targets, reduction="none",
+                                                pos_weight=pos_weight)
     return (losses * mask).sum() / normaliser
+
+
+def positive_weights(labels: np.ndarray, mask: np.ndarray, power: float) -> torch.Tensor | None:
+    """Per attribute ``(negatives / positives) ** power`` over the known labels (None for power
+    0); an attribute with no known positive or no known negative gets 1."""
+    if power == 0:
+        return None
+    known = np.asarray(mask, dtype=bool)
+    positives = (np.asarray(labels, dtype=bool) & known).sum(axis=0).astype(np.float64)
+    negatives = known.sum(axis=0) - positives
+    ratio = np.divide(negatives, positives, out=np.ones_like(positives),
+                      where=(positives > 0) & (negatives > 0))
+    return torch.from_numpy(ratio ** power).float()
 
 
 def learning_rate(config: TrainConfig, step: int, steps_per_epoch: int,
@@ -288,7 +304,8 @@ def _non_finite_message(value, epoch, step, batch_index, index, checkpoint) -> s
 
 def train_step(model: AttributeModel, ddp_model: nn.Module, optimizer: torch.optim.Optimizer,
                images: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, lr: float,
-               config: TrainConfig, context: distributed.DistContext, frozen: bool = False):
+               config: TrainConfig, context: distributed.DistContext, frozen: bool = False,
+               pos_weight: torch.Tensor | None = None):
     """One step on a batch: forward, masked BCE + Omega_smooth, optimiser step, head solver step.
 
     Returns the (data loss of this rank's share, penalty), detached. Raises NonFiniteLoss
@@ -302,7 +319,7 @@ def train_step(model: AttributeModel, ddp_model: nn.Module, optimizer: torch.opt
     with autocast(config.amp, context.device):
         logits = ddp_model(images, frozen)
     data_loss = masked_bce(logits.float(), labels, mask, known / context.world_size,
-                           config.label_smoothing)
+                           config.label_smoothing, pos_weight)
     penalty = model.heads.penalty()
     loss = data_loss + penalty
     if not torch.isfinite(loss):
@@ -372,6 +389,7 @@ class _Data:
     val_size: int
     per_rank_batch: int
     steps_per_epoch: int
+    pos_weight: torch.Tensor | None = None
 
 
 def _prepare_data(dataset, input_spec, config: TrainConfig, context) -> _Data:
@@ -396,8 +414,11 @@ def _prepare_data(dataset, input_spec, config: TrainConfig, context) -> _Data:
     # The same sampler on one process or many: identical data order for the same seed.
     sampler = DistributedSampler(train_images, num_replicas=context.world_size,
                                  rank=context.rank, shuffle=True, seed=config.seed)
+    pos_weight = positive_weights(train_set.labels, train_set.mask, config.positive_weight_power)
+    if pos_weight is not None:
+        pos_weight = pos_weight.to(context.device)
     return _Data(train_images, sampler, val_loader, len(val_set), per_rank_batch,
-                 math.ceil(len(sampler) / per_rank_batch))
+                 math.ceil(len(sampler) / per_rank_batch), pos_weight)
 
 
 @dataclass
@@ -547,7 +568,7 @@ def train(config: TrainConfig, *, dataset=None, backbone: nn.Module | None = Non
             lr = learning_rate(config, at.step, data.steps_per_epoch, budget.fraction(elapsed))
             try:
                 data_loss, penalty = train_step(model, ddp_model, optimizer, images, labels, mask,
-                                                lr, config, context, frozen)
+                                                lr, config, context, frozen, data.pos_weight)
             except NonFiniteLoss as exc:
                 raise TrainingError(_non_finite_message(exc.args[0], at.epoch, at.step,
                                                         at.batch_in_epoch, index,
