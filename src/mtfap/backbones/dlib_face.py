@@ -39,8 +39,8 @@ DLIB_MEAN_RGB = (122.782, 117.001, 104.298)
 DLIB_SCALE = 256.0
 # (channels, number of residual blocks, first block downsamples) for each level, input side first.
 LEVELS = ((32, 3, False), (64, 4, True), (128, 3, True), (256, 3, True), (256, 1, True))
-# The unpadded downsampling convolutions need at least 103 px; above 512 the 2-core machines
-# this project is made for would gain nothing but time.
+# input_size bounds: the unpadded downsampling convolutions need at least 103 px; the upper
+# bound turns a typo (1500) into an error rather than a run that cannot end on a CPU.
 MIN_INPUT_SIZE, MAX_INPUT_SIZE = 103, 512
 
 
