@@ -42,12 +42,13 @@ from mtfap.model.store import export_model, read_description
 CHILD_AGES = ("0-2", "3-9", "10-19")
 
 
-def view_features(predictor, images, batch_size: int = 64) -> np.ndarray:
-    """The backbone's features averaged over the model's test-time views, (N, d)."""
+def view_features(predictor, source, keys, batch_size: int = 64) -> np.ndarray:
+    """The backbone's features of images ``keys`` of ``source``, averaged over the model's
+    test-time views, (N, d); the images are read a batch at a time."""
     parts = []
     with torch.no_grad():
-        for first in range(0, len(images), batch_size):
-            batch = predictor.prepare(images[first:first + batch_size])
+        for first in range(0, len(keys), batch_size):
+            batch = predictor.prepare([source.load(key) for key in keys[first:first + batch_size]])
             parts.append(view_logits(predictor.model.backbone, batch,
                                      scales=predictor.spec.test_scales,
                                      flip=predictor.spec.flip_test).numpy())
@@ -113,11 +114,13 @@ def main() -> int:
 
     parts = {"celeba_train": sample(0, args.celeba_train), "celeba_val": sample(1, args.celeba_val),
              "fairface": np.flatnonzero(is_fairface & has_label)}
+    if not len(parts["fairface"]):
+        raise SystemExit(f"{args.mix}: no FairFace face (fairface/*.png) with a {args.attribute} "
+                         "label; build the folder with scripts/build_training_mix.py")
     features = {}
     for name, rows in parts.items():
-        images = [mix.source.load(mix.keys[i]) for i in rows]
         print(f"features of {len(rows)} {name} faces ...", flush=True)
-        features[name] = view_features(predictor, images)
+        features[name] = view_features(predictor, mix.source, [mix.keys[i] for i in rows])
     labels = {name: mix.labels[rows, column].astype(bool) for name, rows in parts.items()}
 
     # Ages of FairFace's faces: the mix names each face after its photo (fairface/N.png).
