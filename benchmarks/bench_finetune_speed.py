@@ -10,6 +10,9 @@ batch of random 150x150 images, for five variants of the same pretrained network
 - ``fused+channels_last``: both;
 - ``fused+channels_last+bf16``: both, under ``torch.autocast("cpu", torch.bfloat16)`` (the
   config's ``amp = "bf16"``; fast on CPUs with AMX or AVX512-BF16, slow elsewhere);
+- with ``--frozen-layers N ...``, also ``fused+channels_last+frozen N``: float32, the first N of
+  the network's 15 layers (the stem, then the residual blocks) kept fixed, as the config's
+  ``frozen_layers = N`` trains it (no gradient through them);
 - with ``--compile``, also ``fused+channels_last+bf16+compile``: the same network compiled with
   ``torch.compile`` (inductor; the config's ``compile = true``); its compile time is printed.
 
@@ -18,6 +21,7 @@ so that drifts of a shared machine hit them alike; the table gives the median im
 rounds and the ratio to ``plain``. The features of the variants are checked to agree first.
 
     python benchmarks/bench_finetune_speed.py --rounds 6 --out bench_finetune_speed.json
+    python benchmarks/bench_finetune_speed.py --rounds 6 --frozen-layers 4 8 11
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ import torch
 from mtfap.backbones import create_backbone
 
 
-def variants(compiled: bool = False):
+def variants(compiled: bool = False, frozen: tuple[int, ...] = ()):
     """name -> (model, channels_last, bf16)."""
     def fused_nhwc():
         return (create_backbone("dlib_face_resnet", pretrained=True, fuse_affine=True)
@@ -48,6 +52,11 @@ def variants(compiled: bool = False):
         "fused+channels_last": (fused_nhwc(), True, False),
         "fused+channels_last+bf16": (fused_nhwc(), True, True),
     }
+    for count in frozen:
+        model = fused_nhwc()
+        for layer in model.layers()[:count]:
+            layer.requires_grad_(False)
+        models[f"fused+channels_last+frozen {count}"] = (model, True, False)
     if compiled:
         model = fused_nhwc()
         model.compile()
@@ -62,12 +71,16 @@ def main(argv=None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--compile", action="store_true",
                         help="add a torch.compile variant (compiling takes minutes on 2 cores)")
+    parser.add_argument("--frozen-layers", type=int, nargs="*", default=[], metavar="N",
+                        help="add float32 variants with the first N of the 15 layers fixed")
     parser.add_argument("--out", help="write the results as JSON here")
     args = parser.parse_args(argv)
 
     torch.manual_seed(args.seed)
     x = torch.randn(args.batch_size, 3, 150, 150)
-    models = variants(args.compile)
+    if any(not 1 <= n <= 15 for n in args.frozen_layers):
+        parser.error(f"--frozen-layers: each N must be 1 to 15, got {args.frozen_layers}")
+    models = variants(args.compile, tuple(args.frozen_layers))
     with torch.no_grad():
         reference = models["plain"][0].eval()(x)
         for name, (model, channels_last, bf16) in models.items():
@@ -82,7 +95,8 @@ def main(argv=None) -> dict:
     for name, (model, channels_last, bf16) in models.items():
         model.train()
         inputs = x.contiguous(memory_format=torch.channels_last) if channels_last else x
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
+                                      lr=1e-5)
 
         def step(model=model, inputs=inputs, optimizer=optimizer, bf16=bf16):
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
@@ -105,9 +119,9 @@ def main(argv=None) -> dict:
     print(f"dlib_face_resnet training step, batch {args.batch_size}, 150 px, median of "
           f"{args.rounds} interleaved rounds, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
-    print(f"{'variant':<26} {'images/s':>9} {'vs plain':>9}")
+    print(f"{'variant':<33} {'images/s':>9} {'vs plain':>9}")
     for name in names:
-        print(f"{name:<26} {speed[name]:>9.1f} {speed[name] / speed['plain']:>8.2f}x")
+        print(f"{name:<33} {speed[name]:>9.1f} {speed[name] / speed['plain']:>8.2f}x")
     result = {"images_per_second": speed, "batch_size": args.batch_size, "rounds": args.rounds,
               "torch": torch.__version__, "threads": torch.get_num_threads(),
               "machine": platform.machine(), "cpus": os.cpu_count(),

@@ -122,6 +122,10 @@ class DlibFaceResNet(Backbone):
         x = F.max_pool2d(F.relu(self.affine1(self.conv1(x))), 3, 2)
         return self.blocks(x)
 
+    def layers(self) -> list[nn.Module]:
+        """The stem (the 7x7 convolution and its affine layer), then the 14 residual blocks."""
+        return [nn.ModuleList([self.conv1, self.affine1]), *self.blocks]
+
     @torch.no_grad()
     def fuse_affine(self) -> "DlibFaceResNet":
         """Fold every ``affine`` layer into the convolution before it (same function, to float

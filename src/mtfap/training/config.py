@@ -80,6 +80,10 @@ class TrainConfig:
             (``val_mean_accuracy_raw``). None = no average.
         epochs, batch_size : ``batch_size`` is the global batch, split over processes.
         freeze_backbone_epochs : train only the heads for this many first epochs.
+        frozen_layers : keep the backbone's first N layers (``Backbone.layers``; for
+            ``dlib_face_resnet`` 1 = the stem, 1 + k = the stem and the first k of the 14
+            residual blocks) at their starting weights for the whole run: no gradient is
+            computed through them, so a step costs less. 0 = train the whole backbone.
         max_steps : stop after this many optimiser steps (smoke tests); None = all epochs.
         time_budget_minutes : stop after this much wall time (data loading, training, the
             validation of each epoch and checkpoints included) and let the schedule run on the
@@ -125,6 +129,7 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 64
     freeze_backbone_epochs: int = 0
+    frozen_layers: int = 0
     max_steps: int | None = None
     time_budget_minutes: float | None = None
     augmentation: dict = field(default_factory=dict)
@@ -155,7 +160,7 @@ class TrainConfig:
             if getattr(self, name) <= 0:
                 raise ValueError(f"config {name} must be > 0, got {getattr(self, name)!r}")
         for name in ("weight_decay", "momentum", "warmup_epochs", "num_workers",
-                     "freeze_backbone_epochs", "seed"):
+                     "freeze_backbone_epochs", "frozen_layers", "seed"):
             if getattr(self, name) < 0:
                 raise ValueError(f"config {name} must be >= 0, got {getattr(self, name)!r}")
         try:

@@ -132,8 +132,8 @@ def learning_rate(config: TrainConfig, step: int, steps_per_epoch: int,
 def make_optimizer(config: TrainConfig, model: AttributeModel) -> torch.optim.Optimizer:
     """SGD or AdamW; weight decay on the backbone only (Omega regularises the heads), and the
     heads' learning rate ``head_lr_scale`` times the backbone's (``lr_scale`` of each group)."""
-    groups = [{"params": list(model.backbone.parameters()), "weight_decay": config.weight_decay,
-               "lr_scale": 1.0},
+    trainable = [p for p in model.backbone.parameters() if p.requires_grad]  # frozen_layers
+    groups = [{"params": trainable, "weight_decay": config.weight_decay, "lr_scale": 1.0},
               {"params": list(model.heads.parameters()), "weight_decay": 0.0,
                "lr_scale": config.head_lr_scale}]
     if config.optimizer == "sgd":
@@ -361,6 +361,25 @@ def start_from_trained(model: AttributeModel, source: str) -> None:
     model.heads.start_from(*trained.heads.linear_map())
 
 
+def freeze_layers(model: AttributeModel, count: int) -> list[nn.Module]:
+    """Keep the backbone's first ``count`` layers (``config.frozen_layers``) at their weights:
+    their parameters stop requiring gradients. Returns those layers (kept in eval mode while
+    training)."""
+    if count == 0:
+        return []
+    try:
+        layers = model.backbone.layers()
+    except NotImplementedError as exc:
+        raise ValueError(f"config frozen_layers: {exc}; use frozen_layers = 0 with this "
+                         f"backbone") from None
+    if count > len(layers):
+        raise ValueError(f"config frozen_layers: the backbone has {len(layers)} layers, got "
+                         f"{count}; to train the heads alone use freeze_backbone_epochs")
+    for layer in layers[:count]:
+        layer.requires_grad_(False)
+    return layers[:count]
+
+
 def _place_model(model: AttributeModel, config: TrainConfig, context) -> AttributeModel:
     """The model on the device, in channels-last layout if asked, with synchronised batch norm
     under DDP on GPUs."""
@@ -516,6 +535,7 @@ def train(config: TrainConfig, *, dataset=None, backbone: nn.Module | None = Non
     if config.init is not None and not resume:  # a resumed run reads its own weights
         start_from_trained(model, config.init)
     model = _place_model(model, config, context)
+    fixed_layers = freeze_layers(model, config.frozen_layers)
     data = _prepare_data(dataset, model.backbone.input_spec, config, context)
     optimizer = make_optimizer(config, model)
     # The weights the run validates, keeps as best.pt and delivers: their average if asked.
@@ -557,6 +577,8 @@ def train(config: TrainConfig, *, dataset=None, backbone: nn.Module | None = Non
         model.train()
         if frozen:
             model.backbone.eval()  # frozen: no gradient and no batch-norm statistics updates
+        for layer in fixed_layers:
+            layer.eval()
         epoch_loss, epoch_penalty, epoch_images, started = 0.0, 0.0, 0, time.perf_counter()
         budget.start_epoch()
         for images, labels, mask, index in (batch_tensors(b, context.device, config.channels_last)
