@@ -427,3 +427,25 @@ def test_a_run_can_start_from_a_trained_model_and_train_on(faces, config, tmp_pa
     with pytest.raises(ValueError, match="other attributes"):
         train(replace(independent, init=str(first), output_dir=str(tmp_path / "third")),
               dataset=other)
+
+
+def test_frozen_layers_keep_the_first_layers_and_train_the_rest(faces, config):
+    dlib = replace(config, backbone="dlib_face_resnet", backbone_args={}, heads="independent",
+                   heads_params={}, epochs=1, max_steps=2, frozen_layers=4)
+    torch.manual_seed(dlib.seed)
+    start = create_backbone("dlib_face_resnet").state_dict()
+    train(dlib, dataset=faces)
+    after = {k.removeprefix("backbone."): v for k, v in weights(f"{dlib.output_dir}/last.pt")
+             .items() if k.startswith("backbone.")}
+    # Layers 1-4: the stem and the first three residual blocks; then the fourth block trains.
+    fixed = [k for k in start if k.startswith(("conv1.", "affine1.", "blocks.0.", "blocks.1.",
+                                               "blocks.2."))]
+    assert len(fixed) == 2 * 2 + 3 * 8
+    assert_same_weights({k: start[k] for k in fixed}, {k: after[k] for k in fixed})
+    assert not torch.equal(start["blocks.3.conv1.weight"], after["blocks.3.conv1.weight"])
+    with pytest.raises(ValueError, match="frozen_layers: the backbone has 15 layers, got 16"):
+        train(replace(dlib, frozen_layers=16), dataset=faces, overwrite=True)
+    with pytest.raises(ValueError, match="frozen_layers: backbone .* does not list its layers"):
+        train(replace(config, frozen_layers=1), dataset=faces, overwrite=True)
+    with pytest.raises(ValueError, match="frozen_layers must be >= 0"):
+        replace(config, frozen_layers=-1)
