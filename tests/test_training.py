@@ -385,19 +385,20 @@ def test_train_command_bad_head_parameter_is_a_one_line_error(capsys):
     assert "--param 'lam': expected key=value" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("amx", [True, False])
-def test_auto_amp_uses_bf16_on_cpus_only_where_it_is_fast(monkeypatch, amx):
-    """amp="auto": bf16 autocast on a CPU with AMX tiles, float32 on others (where bf16 is
-    emulated: 14.7x slower on an AVX2 EPYC); "bf16" and "off" do as they say."""
+@pytest.mark.parametrize("amx, avx512_bf16", [(True, False), (False, True), (False, False)])
+def test_auto_amp_uses_bf16_on_cpus_only_where_it_is_fast(monkeypatch, amx, avx512_bf16):
+    """amp="auto": bf16 autocast on a CPU with AMX tiles or AVX512-BF16, float32 on others
+    (where bf16 is emulated: 14.7x slower on an AVX2 EPYC); "bf16" and "off" do as they say."""
     from mtfap.model.inference import autocast
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
     cpu = torch.device("cpu")
     x = torch.ones(2, 2)
 
     def dtype_under(amp):
         with autocast(amp, cpu):
             return (x @ x).dtype
-    assert dtype_under("auto") == (torch.bfloat16 if amx else torch.float32)
+    assert dtype_under("auto") == (torch.bfloat16 if amx or avx512_bf16 else torch.float32)
     assert dtype_under("bf16") == torch.bfloat16
     assert dtype_under("off") == torch.float32
 
