@@ -94,7 +94,8 @@ class TrainConfig:
             ``scale``, ``max_shift``, ``brightness``, ``contrast``); empty = its defaults.
     Execution
         seed, device (``auto``/``cpu``/``cuda``), amp (``auto`` = bf16 autocast where it is
-        fast: GPUs, and CPUs with AMX; ``bf16`` everywhere, slow on other CPUs; ``off``),
+        fast: GPUs, and CPUs with AMX or AVX512-BF16; ``bf16`` everywhere, slow on other CPUs;
+        ``off``),
         channels_last (NHWC memory layout for the backbone: faster convolutions on CPUs and
         GPUs, same results up to rounding), flip_test (average the logits of each image and its
         mirror at evaluation), output_dir, progress (show progress bars).
