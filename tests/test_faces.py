@@ -40,7 +40,7 @@ from mtfap.faces import (
     to_five_points,
     warp_affine,
 )
-from mtfap.faces.detect import reduced_copy
+from mtfap.faces.detect import reduced_copy, turn_box, turn_points
 
 SPEC = InputSpec(size=(224, 224))
 LFW_NAMES = ["AJ_Cook/AJ_Cook_0001", "Aaron_Eckhart/Aaron_Eckhart_0001",
@@ -359,3 +359,43 @@ def test_one_finder_serves_several_threads_and_pickles_to_processes(finder, lfw_
     assert all(np.array_equal(a, b) for a, b in zip(results, expected))
     copy = pickle.loads(pickle.dumps(finder))
     assert np.array_equal(copy.find(lfw_faces[0])[0].landmarks, expected[0])
+
+
+def test_turned_points_follow_numpy_rot90_and_turn_back():
+    photo = np.zeros((5, 7))
+    photo[1, 5] = 1  # (x, y) = (5, 1) in a 7 x 5 photo
+    for turns in range(4):
+        row, column = np.argwhere(np.rot90(photo, turns) == 1)[0]
+        assert turn_points([[5, 1]], turns, 7, 5).tolist() == [[column, row]]
+        assert turn_points([[column, row]], -turns, 7, 5).tolist() == [[5, 1]]
+    # A box stays a box: pixels 1-3 x 0-2 of the photo are pixels 0-2 x 3-5 once turned.
+    assert turn_box((0.5, -0.5, 3.5, 2.5), 1, 7, 5) == (-0.5, 2.5, 2.5, 5.5)
+
+
+@pytest.mark.parametrize("turns", [1, 3, 2])
+def test_a_sideways_photo_without_exif_is_found_turned_with_the_upright_landmarks(
+        finder, lfw_faces, turns):
+    upright = lfw_faces[2]
+    expected = turn_points(finder.find(upright)[0].landmarks, turns, *upright.shape[1::-1])
+    sideways = np.ascontiguousarray(np.rot90(upright, turns))
+    found = make_detector("auto").detect(sideways)
+    assert [(d.detector, d.turn) for d in found] == [("hog", (-turns) % 4)]  # turned back
+    face = finder.find(sideways)[0]
+    assert np.abs(face.landmarks - expected).max() < 0.5
+    # Without the search only the CNN finds it, upright (and the landmarks go astray).
+    plain = CascadeDetector(turns=False).detect(sideways)
+    assert [d.turn for d in plain] in ([], [0])
+    assert HogDetector().detect(sideways) == []
+
+
+def test_a_small_photo_is_doubled_until_its_face_can_be_found(lfw_faces):
+    halves = [np.asarray(Image.fromarray(face).resize((62, 62), Image.Resampling.LANCZOS))
+              for face in lfw_faces]  # faces ~28 px across
+    assert HogDetector().upsample_for(halves[0]) == 2
+    assert HogDetector().upsample_for(lfw_faces[0]) == 1  # 125 px: doubled once, as asked
+    assert HogDetector(upsample=0).upsample_for(np.zeros((640, 480, 3), np.uint8)) == 0
+    found = [len(HogDetector().detect(h)) for h in halves]
+    without = [len(HogDetector(min_side=0).detect(h)) for h in halves]
+    assert found == [1] * len(halves) and sum(without) < len(halves)
+    with pytest.raises(ValueError, match="min_side must be a whole number of pixels from 0"):
+        HogDetector(min_side=-1)

@@ -89,6 +89,20 @@ def test_an_exif_rotated_photo_gives_the_upright_result(lfw_photos, tmp_path, an
     assert not sideways or np.abs(sideways[0].landmarks - upright.landmarks).max() > 10
 
 
+def test_a_sideways_photo_without_exif_gives_the_upright_result(lfw_photos, tmp_path, analyzer,
+                                                                capsys):
+    upright = analyzer.analyze_image(lfw_photos[0]).faces[0]
+    path = _save(np.ascontiguousarray(np.rot90(lfw_photos[0], 1)), tmp_path / "sideways.png")
+    face = analyzer.analyze_image(path).faces[0]
+    assert face.detector == "hog"  # found in the photo turned back
+    np.testing.assert_allclose(face.probabilities, upright.probabilities, atol=1e-3)
+    # --upright skips that search: the CNN's face, if any, is upright in the photo's frame.
+    assert main(["predict", str(path), "--model", FROZEN, "--upright", "--format", "json",
+                 "--out", str(tmp_path / "out.json"), "--no-progress"]) == 0
+    records = json.loads((tmp_path / "out.json").read_text())["faces"]
+    assert all(r["detector"] != "hog" for r in records)
+
+
 def test_bad_files_get_one_line_each_and_the_rest_are_predicted(lfw_photos, tmp_path, capsys):
     folder = tmp_path / "photos"
     folder.mkdir()

@@ -156,7 +156,7 @@ class Analyzer:
     ----------
     model : a :class:`Predictor`, or a name/path for :func:`mtfap.load_model` (default: the
         default shipped model).
-    detector, landmarks, upsample, crop_fallback : the :class:`~mtfap.faces.FaceFinder`.
+    detector, landmarks, upsample, crop_fallback, turns : the :class:`~mtfap.faces.FaceFinder`.
     largest_only : one face per photo, the largest.
     aligned : the photos are faces framed like the model's training images already: no
         detection, no alignment.
@@ -172,11 +172,12 @@ class Analyzer:
                  largest_only: bool = False, aligned: bool = False,
                  thresholds: str | float = "model", keep_aligned: bool = False,
                  identity: bool = False, max_pixels: int | None = None,
-                 workers: int | None = None):
+                 workers: int | None = None, turns: bool = True):
         self.predictor = model if isinstance(model, Predictor) else (
             load_model() if model is None else load_model(model))
         self.aligned_input = bool(aligned)
-        self.finder = None if aligned else FaceFinder(detector, landmarks, upsample, crop_fallback)
+        self.finder = None if aligned else FaceFinder(detector, landmarks, upsample, crop_fallback,
+                                                      turns)
         self.framing = None if aligned else model_framing(self.predictor)
         self.chip_template = dlib_chip_template() if identity else None
         self.largest_only, self.keep_aligned = bool(largest_only), bool(keep_aligned)

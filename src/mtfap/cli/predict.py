@@ -56,11 +56,16 @@ def add_parser(subparsers) -> None:
                              "training images (e.g. CelebA's aligned crops): no detection")
     parser.add_argument("--detector", choices=("auto", "hog", "cnn"), default="auto",
                         help="hog: fast; cnn: dlib's MMOD detector, finds more turned faces "
-                             "but is about 50x slower on a CPU; auto: hog, then cnn on the "
-                             "photos where hog finds nothing")
+                             "but is about 50x slower on a CPU; auto: hog, then hog on the photo "
+                             "turned sideways and upside down, then cnn, each only on the photos "
+                             "where the one before found nothing")
     parser.add_argument("--upsample", type=int, default=1,
                         help="detector upsampling: 1 finds faces down to about 40 px across, "
                              "0 is faster, 2 finds smaller faces")
+    parser.add_argument("--upright", dest="turns", action="store_false",
+                        help="the photos stand upright: with --detector auto, do not look for "
+                             "faces in them turned sideways or upside down (photos whose EXIF "
+                             "orientation was lost)")
     parser.add_argument("--no-crop-fallback", dest="crop_fallback", action="store_false",
                         help="do not treat a photo without a detected face as a face crop")
     parser.add_argument("--batch-size", type=int, default=32, help="faces per network batch")
@@ -152,7 +157,8 @@ def run(args) -> int:
         raise ValueError("no photos found in " + ", ".join(map(str, args.paths))
                          + ("" if args.recursive else " (pass --recursive for sub-folders)"))
     analyzer = Analyzer(args.model, detector=args.detector, upsample=args.upsample,
-                        crop_fallback=args.crop_fallback, largest_only=args.largest_face,
+                        crop_fallback=args.crop_fallback, turns=args.turns,
+                        largest_only=args.largest_face,
                         aligned=args.aligned, thresholds=args.thresholds,
                         keep_aligned=bool(args.cam), max_pixels=args.max_pixels,
                         workers=args.workers)

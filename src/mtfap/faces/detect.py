@@ -27,6 +27,19 @@ from mtfap.errors import unknown_name_error
 from mtfap.faces.models import import_dlib, model_file
 
 
+# Photos with a shorter side below this are doubled more than ``upsample`` times
+# (FaceDetector's min_side); from 100 px up, ``upsample=1`` already doubles them past it.
+SMALL_PHOTO_SIDE = 200
+# The turns of a sideways photo that CascadeDetector tries, as np.rot90's k (counter-clockwise
+# quarter turns): a photo lying on its right side first, then on its left, then upside down.
+TURNS = (1, 3, 2)
+# The HOG score a face found in a turned photo needs. HOG sometimes fires weakly on an upright
+# face turned upside down (score 0.06 on an LFW photo) or sideways (0.38: one of the 213 photos
+# of the first 800 FairFace crops where it finds no upright face); true faces found in a turned
+# photo score like upright ones (0.7-3.2 on LFW). A weaker face is left to the CNN.
+TURNED_MIN_SCORE = 0.5
+
+
 @dataclass(frozen=True)
 class Detection:
     """One face found by a detector.
@@ -34,11 +47,15 @@ class Detection:
     box : (left, top, right, bottom) in image pixels (see the module docstring).
     score : the detector's confidence (HOG: SVM margin, > 0 when found; CNN: MMOD confidence).
     detector : the detector's name ("hog", "cnn").
+    turn : the quarter turns counter-clockwise (``np.rot90``'s k) that stood the face upright
+        where it was found (:class:`CascadeDetector`'s search of sideways photos); 0 for a
+        face found in the photo as it is. The box is in the photo's own pixels either way.
     """
 
     box: tuple[float, float, float, float]
     score: float
     detector: str
+    turn: int = 0
 
     @property
     def area(self) -> float:
@@ -60,19 +77,33 @@ class FaceDetector:
         faces half as large, at about 4x the cost.
     max_side : the longer side of the reduced copy that large images are detected on; None
         detects at full size.
+    min_side : small photos are doubled more than ``upsample`` times, until their shorter
+        side reaches this (0: never): a 62 px photo, whose face is ~28 px across, is doubled
+        twice. The default, 200, leaves photos of 100 px and more at ``upsample=1``.
     """
 
     name = ""
     default_max_side = 1024
 
-    def __init__(self, upsample: int = 1, max_side: int | None = None):
+    def __init__(self, upsample: int = 1, max_side: int | None = None,
+                 min_side: int = SMALL_PHOTO_SIDE):
         if int(upsample) != upsample or upsample < 0:
             raise ValueError(f"upsample must be a whole number >= 0, got {upsample!r}")
         max_side = self.default_max_side if max_side is None else max_side
         if int(max_side) != max_side or max_side < 64:
             raise ValueError(f"max_side must be a whole number of pixels >= 64, got {max_side!r}")
-        self.upsample, self.max_side = int(upsample), int(max_side)
+        if int(min_side) != min_side or not 0 <= min_side <= max_side:
+            raise ValueError(f"min_side must be a whole number of pixels from 0 to max_side "
+                             f"({max_side}), got {min_side!r}")
+        self.upsample, self.max_side, self.min_side = int(upsample), int(max_side), int(min_side)
         self._local = threading.local()
+
+    def upsample_for(self, image: np.ndarray) -> int:
+        """The doublings for ``image``: ``upsample``, more for a photo smaller than
+        ``min_side``."""
+        shorter = max(1, min(image.shape[:2]))
+        needed = math.ceil(math.log2(self.min_side / shorter)) if shorter < self.min_side else 0
+        return max(self.upsample, needed)
 
     def detect(self, image) -> list[Detection]:
         """The faces in ``image`` (uint8 RGB array or PIL image), largest box first.
@@ -85,7 +116,8 @@ class FaceDetector:
         image = as_rgb_array(image)
         reduced, factor = reduced_copy(image, self.max_side)
         found = []
-        for (left, top, right, bottom), score in self._find(self._model(), reduced):
+        upsample = self.upsample_for(reduced)
+        for (left, top, right, bottom), score in self._find(self._model(), reduced, upsample):
             # dlib's rectangles include their right and bottom pixels; the reduced pixel i
             # covers the full-size pixels factor * i .. factor * i + factor - 1.
             box = (factor * left - 0.5, factor * top - 0.5,
@@ -102,8 +134,9 @@ class FaceDetector:
     def _load(self, dlib):
         raise NotImplementedError
 
-    def _find(self, model, image: np.ndarray):
-        """(dlib rectangle as (left, top, right, bottom), score) of each face in ``image``."""
+    def _find(self, model, image: np.ndarray, upsample: int):
+        """(dlib rectangle as (left, top, right, bottom), score) of each face in ``image``,
+        doubled ``upsample`` times."""
         raise NotImplementedError
 
     def __getstate__(self):
@@ -116,7 +149,8 @@ class FaceDetector:
         self._local = threading.local()
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(upsample={self.upsample}, max_side={self.max_side})"
+        return (f"{type(self).__name__}(upsample={self.upsample}, max_side={self.max_side}, "
+                f"min_side={self.min_side})")
 
 
 class HogDetector(FaceDetector):
@@ -130,8 +164,9 @@ class HogDetector(FaceDetector):
 
     name = "hog"
 
-    def __init__(self, upsample: int = 1, max_side: int | None = None, threshold: float = 0.0):
-        super().__init__(upsample, max_side)
+    def __init__(self, upsample: int = 1, max_side: int | None = None, threshold: float = 0.0,
+                 min_side: int = SMALL_PHOTO_SIDE):
+        super().__init__(upsample, max_side, min_side)
         self.threshold = float(threshold)
 
     def _load(self, dlib):
@@ -139,10 +174,10 @@ class HogDetector(FaceDetector):
 
     def __repr__(self) -> str:
         return (f"HogDetector(upsample={self.upsample}, max_side={self.max_side}, "
-                f"threshold={self.threshold})")
+                f"min_side={self.min_side}, threshold={self.threshold})")
 
-    def _find(self, model, image):
-        rects, scores, _ = model.run(image, self.upsample, self.threshold)
+    def _find(self, model, image, upsample):
+        rects, scores, _ = model.run(image, upsample, self.threshold)
         return [((r.left(), r.top(), r.right(), r.bottom()), s) for r, s in zip(rects, scores)]
 
 
@@ -160,34 +195,87 @@ class CnnDetector(FaceDetector):
     def _load(self, dlib):
         return dlib.cnn_face_detection_model_v1(str(model_file("mmod_human_face_detector.dat")))
 
-    def _find(self, model, image):
+    def _find(self, model, image, upsample):
         return [((d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom()), d.confidence)
-                for d in model(image, self.upsample)]
+                for d in model(image, upsample)]
 
 
 class CascadeDetector(FaceDetector):
-    """The HOG detector first, dlib's CNN only on the photos where it finds nothing.
+    """The HOG detector first, then, on the photos where it finds nothing, the HOG detector on
+    the photo turned sideways and upside down, then dlib's CNN.
 
     On photos where faces are large and frontal (LFW, most snapshots) this costs what the HOG
     detector costs; on tight crops and turned heads, where HOG misses about a quarter of the
     faces (FairFace), the CNN finds most of the rest, at its price for those photos only
     (docs/MODELS.md, "Which detector finds the faces"). Each face says which detector found it.
-    ``max_side`` is the HOG detector's; the CNN keeps its own (512).
+    ``max_side`` and ``min_side`` are the HOG detector's; the CNN keeps its own ``max_side``
+    (512).
+
+    ``turns``: photos whose EXIF orientation was lost (stripped by a messaging app, or a scan)
+    stand on their side or upside down, where both detectors find faces poorly and the
+    landmark model, which expects an upright face, misplaces the points on those it finds.
+    Before the CNN, the HOG detector tries the photo turned a quarter each way and upside
+    down (:data:`TURNS`), and keeps the turn with the highest-scoring face if it scores at
+    least :data:`TURNED_MIN_SCORE`; such a face has ``turn`` set, its landmarks are fitted on
+    the turned photo, and the alignment stands it upright. Three HOG passes, only on photos
+    without an upright face. False: no such search.
     """
 
     name = "auto"
 
-    def __init__(self, upsample: int = 1, max_side: int | None = None):
-        super().__init__(upsample, max_side)
-        self.hog = HogDetector(upsample, max_side)
-        self.cnn = CnnDetector(upsample)
+    def __init__(self, upsample: int = 1, max_side: int | None = None,
+                 min_side: int = SMALL_PHOTO_SIDE, turns: bool = True):
+        super().__init__(upsample, max_side, min_side)
+        self.hog = HogDetector(upsample, max_side, min_side=min_side)
+        self.cnn = CnnDetector(upsample, min_side=min_side)
+        self.turns = bool(turns)
 
     def detect(self, image) -> list[Detection]:
         image = as_rgb_array(image)
-        return self.hog.detect(image) or self.cnn.detect(image)
+        found = self.hog.detect(image)
+        if not found and self.turns:
+            found = self.detect_turned(image)
+        return found or self.cnn.detect(image)
+
+    def detect_turned(self, image: np.ndarray) -> list[Detection]:
+        """The HOG detector's faces in the turned photo (of :data:`TURNS`) where it finds the
+        highest-scoring face, if that score reaches :data:`TURNED_MIN_SCORE`; boxed in
+        ``image``'s pixels, with their ``turn``. [] if no turn has such a face."""
+        height, width = image.shape[:2]
+        best, best_score = [], TURNED_MIN_SCORE
+        for turn in TURNS:
+            found = self.hog.detect(np.ascontiguousarray(np.rot90(image, turn)))
+            score = max((d.score for d in found), default=-math.inf)
+            if score >= best_score:
+                best_score = score
+                best = [Detection(turn_box(d.box, -turn, width, height), d.score, d.detector,
+                                  turn) for d in found]
+        return best
 
     def __repr__(self) -> str:
-        return f"CascadeDetector({self.hog!r}, then {self.cnn!r})"
+        return (f"CascadeDetector({self.hog!r}, then turned photos{'' if self.turns else ' (off)'}"
+                f", then {self.cnn!r})")
+
+
+def turn_points(points, turns: int, width: int, height: int) -> np.ndarray:
+    """Points (x, y) of a ``width`` x ``height`` photo carried into the photo turned ``turns``
+    quarter turns counter-clockwise (``np.rot90(photo, turns)``; negative turns undo them, so
+    ``turn_points(turn_points(p, k, w, h), -k, w, h) == p``)."""
+    points = np.array(points, dtype=float).reshape(-1, 2)
+    if turns < 0 and turns % 2:  # undo: the rest of the circle, from the turned photo's size
+        width, height = height, width
+    for _ in range(turns % 4):  # one quarter counter-clockwise: (x, y) -> (y, W - 1 - x)
+        points = np.stack([points[:, 1], width - 1 - points[:, 0]], axis=1)
+        width, height = height, width
+    return points
+
+
+def turn_box(box, turns: int, width: int, height: int) -> tuple[float, float, float, float]:
+    """A box (left, top, right, bottom) carried like :func:`turn_points`; a quarter turn keeps
+    boxes upright, so its corners carry it."""
+    corners = turn_points([box[:2], box[2:]], turns, width, height)
+    (left, top), (right, bottom) = corners.min(axis=0), corners.max(axis=0)
+    return (float(left), float(top), float(right), float(bottom))
 
 
 DETECTORS = {"auto": CascadeDetector, "hog": HogDetector, "cnn": CnnDetector}
@@ -197,7 +285,7 @@ def make_detector(name: str | FaceDetector, **options) -> FaceDetector:
     """A detector by name ("auto", "hog" or "cnn"), with ``upsample`` and ``max_side`` options.
 
     >>> make_detector("hog", upsample=0)
-    HogDetector(upsample=0, max_side=1024, threshold=0.0)
+    HogDetector(upsample=0, max_side=1024, min_side=200, threshold=0.0)
     """
     if isinstance(name, FaceDetector):
         return name

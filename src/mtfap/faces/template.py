@@ -63,7 +63,8 @@ def measure_template(images: Iterable, spec: InputSpec, landmark_model: Landmark
             break
         seen += 1
         image = as_rgb_array(image)
-        faces = detector.detect(image)
+        # Training images stand upright: a face found only in a turned copy is not measured.
+        faces = [face for face in detector.detect(image) if not face.turn]
         if not faces:
             continue
         points = landmark_model(image, faces[0].box)
