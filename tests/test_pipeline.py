@@ -21,7 +21,8 @@ from mtfap.errors import DataError
 from mtfap.data.images import ImageSource
 from mtfap.data.cache import build_cache, cache_folder, find_cache
 from mtfap.data.loader import FaceImageDataset, make_loader
-from mtfap.data.transforms import Augmentation, centre_zoom, normalize, preprocess
+from mtfap.data.transforms import (Augmentation, centre_zoom, gaussian_blur, normalize,
+                                   preprocess)
 
 SPEC = InputSpec(size=(16, 16), crop=0.9)
 N_IMAGES = 12
@@ -326,3 +327,33 @@ def test_framing_shows_a_turned_window_and_leaves_the_other_draws_alone():
     assert torch.equal(out[hit][:, :, 10:30, 10:30], plain[hit][:, :, 10:30, 10:30])
     with pytest.raises(ValueError, match="frame_prob"):
         Augmentation(frame_prob=1.5)
+
+
+def test_gaussian_blur_matches_pillow_and_keeps_the_mean():
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)
+    x = torch.from_numpy(photo).permute(2, 0, 1)[None].float() / 255
+    ours = gaussian_blur(x, 2.0)
+    assert ours.shape == x.shape
+    assert abs(ours.mean().item() - x.mean().item()) < 2e-3
+    from PIL import ImageFilter
+    pillow = np.asarray(Image.fromarray(photo).filter(ImageFilter.GaussianBlur(2))) / 255
+    inner = (ours[0].permute(1, 2, 0).numpy() - pillow)[8:-8, 8:-8]  # edges are handled apart
+    assert np.abs(inner).mean() < 0.01 and ours.std() < 0.5 * x.std()
+
+
+def test_blur_and_grey_hit_their_share_of_images_and_leave_the_other_draws_alone():
+    images = torch.rand(200, 3, 40, 40)
+    plain = Augmentation()(images, range(200), seed=3, epoch=1)
+    out = Augmentation(blur_prob=0.3, grey_prob=0.2)(images, range(200), seed=3, epoch=1)
+    changed = (out != plain).flatten(1).any(dim=1)
+    grey = ((out[:, 0] == out[:, 1]) & (out[:, 1] == out[:, 2])).flatten(1).all(dim=1)
+    assert 30 < int(grey.sum()) < 55  # about a fifth
+    assert 60 < int(changed.sum()) < 110  # 1 - 0.7 * 0.8 = 44 % changed
+    assert torch.equal(out[~changed], plain[~changed])  # flip, crop, colour: the same draws
+    blurred = changed & ~grey
+    # Blurs flatten the noise (the weakest ones, 0.16 px at 40 px, barely at all).
+    ours, theirs = out[blurred].std(dim=(2, 3)), plain[blurred].std(dim=(2, 3))
+    assert (ours <= theirs + 1e-6).all() and ours.mean() < 0.9 * theirs.mean()
+    with pytest.raises(ValueError, match="blur_prob"):
+        Augmentation(blur_prob=2.0)

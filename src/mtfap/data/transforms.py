@@ -10,6 +10,7 @@ The path of one image::
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -90,6 +91,11 @@ class Augmentation:
         is a square of side ``frame_side`` (fractions of the image side), centred at
         ``frame_centre`` (x, y fractions) moved by up to ``frame_jitter``, turned by up to
         ``frame_angle`` degrees. 0 (the default) draws nothing of it.
+    blur_prob : probability of a Gaussian blur of standard deviation drawn uniformly in
+        ``blur_sigma`` (fractions of the image side): the soft photos of webcams, small faces
+        enlarged and out-of-focus shots. 0 (the default) blurs nothing.
+    grey_prob : probability of turning the image grey (the luma of ITU-R BT.601, in all three
+        channels). 0 (the default) turns nothing grey.
     """
 
     flip_prob: float = 0.5
@@ -102,6 +108,9 @@ class Augmentation:
     frame_centre: tuple[float, float] = (0.5, 0.62)
     frame_jitter: float = 0.04
     frame_angle: float = 15.0
+    blur_prob: float = 0.0
+    blur_sigma: tuple[float, float] = (0.004, 0.02)
+    grey_prob: float = 0.0
 
     def __post_init__(self):
         low, high = self.scale
@@ -117,6 +126,12 @@ class Augmentation:
             raise ValueError(f"invalid augmentation settings {self}: need 0 <= frame_prob <= 1, "
                              "0 < frame_side[0] <= frame_side[1], frame_jitter >= 0, "
                              "0 <= frame_angle <= 90, frame_centre = (x, y)")
+        sigma_low, sigma_high = self.blur_sigma
+        if not (0 <= self.blur_prob <= 1 and 0 < sigma_low <= sigma_high <= 0.1
+                and 0 <= self.grey_prob <= 1):
+            raise ValueError(f"invalid augmentation settings {self}: need 0 <= blur_prob <= 1, "
+                             "0 < blur_sigma[0] <= blur_sigma[1] <= 0.1 (fractions of the "
+                             "side), 0 <= grey_prob <= 1")
 
     def draw(self, indices, *, seed: int, epoch: int) -> np.ndarray:
         """Per-image parameters, (N, 6): flip, crop side s, shift x, shift y, brightness, contrast.
@@ -156,8 +171,27 @@ class Augmentation:
             b, c = p[:, 4], p[:, 5]
             offset = (b * x.mean(dim=(1, 2, 3)) * (1 - c)).view(-1, 1, 1, 1)
             x = torch.addcmul(offset, x, (b * c).view(-1, 1, 1, 1)).clamp_(0.0, 1.0)
+        if self.blur_prob > 0 or self.grey_prob > 0:
+            x = self.degrade(x, indices, seed=seed, epoch=epoch)
         if self.frame_prob > 0:
             x = x * self.frame_masks(indices, x.shape[-2:], seed=seed, epoch=epoch).to(x.dtype)
+        return x
+
+    def degrade(self, images: torch.Tensor, indices, *, seed: int, epoch: int) -> torch.Tensor:
+        """The blur and the grey of ``blur_prob`` and ``grey_prob``, each image drawn from the
+        numbers of its stream after the framing's (so neither changes the other draws)."""
+        draws = np.stack([np.random.default_rng([seed, epoch, int(index)]).random(14)[11:]
+                          for index in indices])
+        x = images.clone()
+        low, high = self.blur_sigma
+        for row in np.flatnonzero(draws[:, 0] < self.blur_prob):
+            sigma = (low + (high - low) * draws[row, 1]) * min(x.shape[-2:])
+            x[row] = gaussian_blur(x[row:row + 1], float(sigma))[0]
+        grey = torch.as_tensor(draws[:, 2] < self.grey_prob)
+        if grey.any():
+            weights = x.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+            luma = (x[grey] * weights).sum(dim=1, keepdim=True)
+            x[grey] = luma.expand(-1, 3, -1, -1)
         return x
 
     def frame_masks(self, indices, size, *, seed: int, epoch: int) -> torch.Tensor:
@@ -182,6 +216,19 @@ class Augmentation:
         inside = ((cos * dx + sin * dy).abs() <= half) & ((-sin * dx + cos * dy).abs() <= half)
         inside |= torch.as_tensor(~framed).view(-1, 1, 1)
         return inside.unsqueeze(1).float()
+
+
+def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """``images`` (N, C, H, W) blurred by a Gaussian of standard deviation ``sigma`` pixels
+    (separable, truncated at 3 sigma, edges reflected); the mean brightness is kept."""
+    radius = max(1, math.ceil(3 * sigma))
+    offsets = torch.arange(-radius, radius + 1, dtype=images.dtype)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    channels = images.shape[1]
+    x = F.pad(images, (radius, radius, radius, radius), mode="reflect")
+    x = F.conv2d(x, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
+    return F.conv2d(x, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
 
 
 def centre_zoom(images: torch.Tensor, side: float) -> torch.Tensor:
