@@ -397,5 +397,5 @@ def test_a_small_photo_is_doubled_until_its_face_can_be_found(lfw_faces):
     found = [len(HogDetector().detect(h)) for h in halves]
     without = [len(HogDetector(min_side=0).detect(h)) for h in halves]
     assert found == [1] * len(halves) and sum(without) < len(halves)
-    with pytest.raises(ValueError, match="min_side must be a whole number of pixels from 0"):
+    with pytest.raises(ValueError, match="min_side must be a whole number of pixels >= 0"):
         HogDetector(min_side=-1)

@@ -43,7 +43,8 @@ def add_parser(subparsers) -> None:
                              "descriptors")
     parser.add_argument("--detector", choices=("auto", "hog", "cnn"), default="auto",
                         help="hog: fast; cnn: finds more turned faces, about 50x slower; auto: "
-                             "hog, then cnn on the photos where hog finds nothing")
+                             "hog, then hog on the photo turned sideways and upside down, then "
+                             "cnn, each only where the one before found nothing")
     parser.add_argument("--upsample", type=count(0), default=1,
                         help="detector upsampling (1 finds faces down to about 40 px across)")
     parser.add_argument("--no-identity", dest="identity", action="store_false",

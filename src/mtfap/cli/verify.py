@@ -34,7 +34,8 @@ def add_parser(subparsers) -> None:
                              "else the default shipped model)")
     parser.add_argument("--detector", choices=("auto", "hog", "cnn"), default="auto",
                         help="hog: fast; cnn: finds more turned faces, ~50x slower; auto: hog, "
-                             "then cnn on the photos where hog finds nothing")
+                             "then hog on the photo turned sideways and upside down, then cnn, "
+                             "each only where the one before found nothing")
     parser.add_argument("--format", choices=("text", "json"), default="text")
     parser.set_defaults(func=run)
 

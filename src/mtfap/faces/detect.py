@@ -92,9 +92,9 @@ class FaceDetector:
         max_side = self.default_max_side if max_side is None else max_side
         if int(max_side) != max_side or max_side < 64:
             raise ValueError(f"max_side must be a whole number of pixels >= 64, got {max_side!r}")
-        if int(min_side) != min_side or not 0 <= min_side <= max_side:
-            raise ValueError(f"min_side must be a whole number of pixels from 0 to max_side "
-                             f"({max_side}), got {min_side!r}")
+        if int(min_side) != min_side or min_side < 0:
+            raise ValueError(f"min_side must be a whole number of pixels >= 0 (0: never double "
+                             f"small photos more), got {min_side!r}")
         self.upsample, self.max_side, self.min_side = int(upsample), int(max_side), int(min_side)
         self._local = threading.local()
 
