@@ -31,7 +31,8 @@ from mtfap.faces.models import import_dlib, model_file
 # (FaceDetector's min_side); from 100 px up, ``upsample=1`` already doubles them past it.
 SMALL_PHOTO_SIDE = 200
 # The turns of a sideways photo that CascadeDetector tries, as np.rot90's k (counter-clockwise
-# quarter turns): a photo lying on its right side first, then on its left, then upside down.
+# quarter turns): 1 stands up a face whose head points right, 3 one whose head points left, 2
+# one upside down.
 TURNS = (1, 3, 2)
 # The HOG score a face found in a turned photo needs. HOG sometimes fires weakly on an upright
 # face turned upside down (score 0.06 on an LFW photo) or sideways (0.38: one of the 213 photos
