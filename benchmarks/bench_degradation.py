@@ -84,7 +84,8 @@ def main(argv=None) -> dict:
                 "male_accuracy": 100 * male_accuracy,
                 "mean_accuracy_change": 100 * (summary.mean_accuracy - reference[0]),
                 "male_accuracy_change": 100 * (male_accuracy - reference[1]),
-                "mean_p_male": float(scores[:, male].mean())}
+                "mean_probability": {a: float(scores[:, split.attributes.index(a)].mean())
+                                     for a in ("Male", "Young")}}
             print(f"{name:<40} {condition:<16} mean {rows_out[condition]['mean_accuracy']:6.2f} "
                   f"({rows_out[condition]['mean_accuracy_change']:+.2f})  Male "
                   f"{rows_out[condition]['male_accuracy']:6.2f} "
