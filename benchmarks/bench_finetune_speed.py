@@ -54,7 +54,7 @@ def variants(compiled: bool = False, frozen: tuple[int, ...] = ()):
     }
     for count in frozen:
         model = fused_nhwc()
-        for layer in model.layers()[:count]:
+        for layer in model.ordered_layers()[:count]:
             layer.requires_grad_(False)
         models[f"fused+channels_last+frozen {count}"] = (model, True, False)
     if compiled:

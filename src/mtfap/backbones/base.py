@@ -42,7 +42,7 @@ class Backbone(nn.Module):
         """(N, 3, H, W) normalised images -> (N, feature_dim) global-average-pooled features."""
         return self.forward_features(x).mean(dim=(2, 3))
 
-    def layers(self) -> list[nn.Module]:
+    def ordered_layers(self) -> list[nn.Module]:
         """The backbone's layers from the input on (the units that training's
         ``frozen_layers`` keeps at their starting weights); a backbone that does not list them
         cannot be partly frozen."""

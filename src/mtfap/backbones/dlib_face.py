@@ -122,7 +122,7 @@ class DlibFaceResNet(Backbone):
         x = F.max_pool2d(F.relu(self.affine1(self.conv1(x))), 3, 2)
         return self.blocks(x)
 
-    def layers(self) -> list[nn.Module]:
+    def ordered_layers(self) -> list[nn.Module]:
         """The stem (the 7x7 convolution and its affine layer), then the 14 residual blocks."""
         return [nn.ModuleList([self.conv1, self.affine1]), *self.blocks]
 

@@ -80,7 +80,7 @@ class TrainConfig:
             (``val_mean_accuracy_raw``). None = no average.
         epochs, batch_size : ``batch_size`` is the global batch, split over processes.
         freeze_backbone_epochs : train only the heads for this many first epochs.
-        frozen_layers : keep the backbone's first N layers (``Backbone.layers``; for
+        frozen_layers : keep the backbone's first N layers (``Backbone.ordered_layers``; for
             ``dlib_face_resnet`` 1 = the stem, 1 + k = the stem and the first k of the 14
             residual blocks) at their starting weights for the whole run: no gradient is
             computed through them, so a step costs less. 0 = train the whole backbone.

@@ -368,7 +368,7 @@ def freeze_layers(model: AttributeModel, count: int) -> list[nn.Module]:
     if count == 0:
         return []
     try:
-        layers = model.backbone.layers()
+        layers = model.backbone.ordered_layers()
     except NotImplementedError as exc:
         raise ValueError(f"config frozen_layers: {exc}; use frozen_layers = 0 with this "
                          f"backbone") from None
