@@ -55,7 +55,8 @@ def measure_template(images: Iterable, spec: InputSpec, landmark_model: Landmark
     DataError
         No face was found in any image.
     """
-    detector = make_detector(detector)
+    # Training images stand upright: "auto" need not search turned copies of them.
+    detector = make_detector(detector, **({"turns": False} if detector == "auto" else {}))
     height, width = (int(v) for v in spec.size)
     measured, seen = [], 0
     for image in images:
@@ -63,7 +64,7 @@ def measure_template(images: Iterable, spec: InputSpec, landmark_model: Landmark
             break
         seen += 1
         image = as_rgb_array(image)
-        # Training images stand upright: a face found only in a turned copy is not measured.
+        # A detector given ready-made may still search turned copies: such faces are not measured.
         faces = [face for face in detector.detect(image) if not face.turn]
         if not faces:
             continue
