@@ -275,21 +275,6 @@ def test_centre_zoom_resamples_the_centre_square():
         centre_zoom(images, 1.5)
 
 
-def test_the_augmentation_grid_samples_what_affine_grid_samples():
-    from mtfap.data.transforms import _resample, _resample_axes
-    generator = torch.Generator().manual_seed(0)
-    images = torch.rand(6, 3, 20, 24, generator=generator)
-    scale = torch.rand(6, generator=generator) * 0.3 + 0.7
-    shift = torch.rand(6, 2, generator=generator) * 0.4 - 0.2
-    flip = torch.tensor([1.0, -1.0, 1.0, -1.0, 1.0, 1.0])
-    theta = torch.zeros(6, 2, 3)
-    theta[:, 0, 0], theta[:, 0, 2] = flip * scale, shift[:, 0]
-    theta[:, 1, 1], theta[:, 1, 2] = scale, shift[:, 1]
-    torch.testing.assert_close(_resample_axes(images, flip * scale, shift[:, 0], scale,
-                                              shift[:, 1]),
-                               _resample(images, theta), atol=1e-5, rtol=0)
-
-
 def test_augmentation_is_seeded_per_image(toy, tmp_path):
     augment = Augmentation()
     images = torch.rand(4, 3, 16, 16)

@@ -164,7 +164,10 @@ class Augmentation:
         if self.scale != (1.0, 1.0) or self.max_shift > 0:
             # Output pixel (x, y) in [-1, 1]^2 samples input (flip s x + t_x, s y + t_y): crop,
             # translation and flip in one bilinear resampling.
-            x = _resample_axes(images, flip * p[:, 1], p[:, 2], p[:, 1], p[:, 3])
+            theta = torch.zeros(len(images), 2, 3, dtype=images.dtype)
+            theta[:, 0, 0], theta[:, 0, 2] = flip * p[:, 1], p[:, 2]
+            theta[:, 1, 1], theta[:, 1, 2] = p[:, 1], p[:, 3]
+            x = _resample(images, theta)
         else:
             x = images.clone()
             flipped = torch.nonzero(flip < 0).flatten()
@@ -263,17 +266,3 @@ def _resample(images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection",
                          align_corners=False)
 
-
-def _resample_axes(images: torch.Tensor, scale_x: torch.Tensor, shift_x: torch.Tensor,
-                   scale_y: torch.Tensor, shift_y: torch.Tensor) -> torch.Tensor:
-    """:func:`_resample` for maps without rotation, ``x -> scale_x x + shift_x`` and ``y ->
-    scale_y y + shift_y`` per image: the grid is built from its rows and columns (the same
-    points as ``F.affine_grid``, to rounding) instead of a (N, H, W, 3) x (3, 2) product."""
-    n, _, height, width = images.shape
-    columns = (torch.arange(width, dtype=images.dtype) * 2 + 1) / width - 1  # pixel centres
-    rows = (torch.arange(height, dtype=images.dtype) * 2 + 1) / height - 1
-    grid = images.new_empty(n, height, width, 2)
-    grid[..., 0] = (scale_x.view(-1, 1) * columns + shift_x.view(-1, 1)).view(n, 1, width)
-    grid[..., 1] = (scale_y.view(-1, 1) * rows + shift_y.view(-1, 1)).view(n, height, 1)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection",
-                         align_corners=False)
