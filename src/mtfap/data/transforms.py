@@ -20,8 +20,6 @@ from PIL import Image
 
 from mtfap.backbones.base import InputSpec
 
-_STREAM = 14  # numbers each image draws per epoch (see Augmentation.streams)
-
 # --------------------------------------------------------------------------------------------
 # Per-image preprocessing (PIL) and per-batch normalisation (torch)
 # --------------------------------------------------------------------------------------------
@@ -135,31 +133,27 @@ class Augmentation:
                              "0 < blur_sigma[0] <= blur_sigma[1] <= 0.1 (fractions of the "
                              "side), 0 <= grey_prob <= 1")
 
-    def streams(self, indices, *, seed: int, epoch: int) -> np.ndarray:
-        """(N, 14) uniform numbers, row i the start of image ``indices[i]``'s own stream, seeded
-        by ``(seed, epoch, index)``: 0-5 the geometry and colour (:meth:`draw`), 6-10 the
-        framing (:meth:`frame_masks`), 11-13 the blur and the grey (:meth:`degrade`). Each
-        setting reads its own numbers, so turning one on changes none of the others."""
-        return np.stack([np.random.default_rng([seed, epoch, int(index)]).random(_STREAM)
-                         for index in indices]) if len(indices) else np.empty((0, _STREAM))
+    def draw(self, indices, *, seed: int, epoch: int) -> np.ndarray:
+        """Per-image parameters, (N, 6): flip, crop side s, shift x, shift y, brightness, contrast.
 
-    def draw(self, indices, *, seed: int, epoch: int, streams=None) -> np.ndarray:
-        """Per-image parameters, (N, 6): flip, crop side s, shift x, shift y, brightness, contrast
-        (``streams``: the rows of :meth:`streams`, when already drawn)."""
-        u = self.streams(indices, seed=seed, epoch=epoch) if streams is None else streams
-        side = self.scale[0] + (self.scale[1] - self.scale[0]) * u[:, 1]
-        # In grid_sample coordinates the image spans [-1, 1]: a window of half-width s stays
-        # inside when its centre is within 1 - s; max_shift (fraction of the side) adds 2x.
-        reach = 1.0 - side + 2.0 * self.max_shift
-        return np.stack([u[:, 0] < self.flip_prob, side, reach * (2 * u[:, 2] - 1),
-                         reach * (2 * u[:, 3] - 1), 1 + self.brightness * (2 * u[:, 4] - 1),
-                         1 + self.contrast * (2 * u[:, 5] - 1)], axis=1).astype(float)
+        The draws of each image come from its own generator; the framing (:meth:`frame_masks`)
+        takes the next five numbers of the same stream, so these six do not change with it.
+        """
+        params = np.empty((len(indices), 6))
+        for row, index in enumerate(indices):
+            u = np.random.default_rng([seed, epoch, int(index)]).random(6)
+            side = self.scale[0] + (self.scale[1] - self.scale[0]) * u[1]
+            # In grid_sample coordinates the image spans [-1, 1]: a window of half-width s stays
+            # inside when its centre is within 1 - s; max_shift (fraction of the side) adds 2x.
+            reach = 1.0 - side + 2.0 * self.max_shift
+            params[row] = (u[0] < self.flip_prob, side, reach * (2 * u[2] - 1),
+                           reach * (2 * u[3] - 1), 1 + self.brightness * (2 * u[4] - 1),
+                           1 + self.contrast * (2 * u[5] - 1))
+        return params
 
     def __call__(self, images: torch.Tensor, indices, *, seed: int, epoch: int) -> torch.Tensor:
         """Augment float images (N, 3, H, W) in [0, 1]; ``indices`` are the dataset rows."""
-        u = self.streams(indices, seed=seed, epoch=epoch)
-        p = torch.as_tensor(self.draw(indices, seed=seed, epoch=epoch, streams=u),
-                            dtype=images.dtype)
+        p = torch.as_tensor(self.draw(indices, seed=seed, epoch=epoch), dtype=images.dtype)
         flip = 1 - 2 * p[:, 0]  # -1 mirrors the x axis
         if self.scale != (1.0, 1.0) or self.max_shift > 0:
             # Output pixel (x, y) in [-1, 1]^2 samples input (flip s x + t_x, s y + t_y): crop,
@@ -178,19 +172,16 @@ class Augmentation:
             offset = (b * x.mean(dim=(1, 2, 3)) * (1 - c)).view(-1, 1, 1, 1)
             x = torch.addcmul(offset, x, (b * c).view(-1, 1, 1, 1)).clamp_(0.0, 1.0)
         if self.blur_prob > 0 or self.grey_prob > 0:
-            x = self.degrade(x, indices, seed=seed, epoch=epoch, streams=u)
+            x = self.degrade(x, indices, seed=seed, epoch=epoch)
         if self.frame_prob > 0:
-            rows, inside = self._windows(u, x.shape[-2:])
-            if len(rows):
-                x[rows] = x[rows] * inside.unsqueeze(1).to(x.dtype)
+            x = x * self.frame_masks(indices, x.shape[-2:], seed=seed, epoch=epoch).to(x.dtype)
         return x
 
-    def degrade(self, images: torch.Tensor, indices, *, seed: int, epoch: int,
-                streams=None) -> torch.Tensor:
+    def degrade(self, images: torch.Tensor, indices, *, seed: int, epoch: int) -> torch.Tensor:
         """The blur and the grey of ``blur_prob`` and ``grey_prob``, each image drawn from the
         numbers of its stream after the framing's (so neither changes the other draws)."""
-        u = self.streams(indices, seed=seed, epoch=epoch) if streams is None else streams
-        draws = u[:, 11:14]
+        draws = np.stack([np.random.default_rng([seed, epoch, int(index)]).random(14)[11:]
+                          for index in indices])
         x = images.clone()
         low, high = self.blur_sigma
         for row in np.flatnonzero(draws[:, 0] < self.blur_prob):
@@ -207,17 +198,9 @@ class Augmentation:
         """(N, 1, H, W) masks of the framing: 1 inside each image's window, 0 outside; all ones
         for the images not drawn to be framed (see ``frame_prob``)."""
         height, width = (int(v) for v in size)
-        rows, inside = self._windows(self.streams(indices, seed=seed, epoch=epoch), size)
-        masks = torch.ones(len(indices), 1, height, width)
-        masks[rows] = inside.unsqueeze(1).float()
-        return masks
-
-    def _windows(self, streams: np.ndarray, size) -> tuple[torch.Tensor, torch.Tensor]:
-        """The rows drawn to be framed, and their (K, H, W) windows (True inside)."""
-        height, width = (int(v) for v in size)
-        draws = streams[:, 6:11]
-        rows = np.flatnonzero(draws[:, 0] < self.frame_prob)
-        draws = draws[rows]
+        draws = np.stack([np.random.default_rng([seed, epoch, int(index)]).random(11)[6:]
+                          for index in indices])
+        framed = draws[:, 0] < self.frame_prob
         side = self.frame_side[0] + (self.frame_side[1] - self.frame_side[0]) * draws[:, 1]
         centre_x = self.frame_centre[0] + self.frame_jitter * (2 * draws[:, 2] - 1)
         centre_y = self.frame_centre[1] + self.frame_jitter * (2 * draws[:, 3] - 1)
@@ -231,7 +214,8 @@ class Augmentation:
         cos, sin = (torch.as_tensor(f(angle)).view(-1, 1, 1) for f in (np.cos, np.sin))
         half = torch.as_tensor(side / 2).view(-1, 1, 1)
         inside = ((cos * dx + sin * dy).abs() <= half) & ((-sin * dx + cos * dy).abs() <= half)
-        return torch.as_tensor(rows, dtype=torch.long), inside
+        inside |= torch.as_tensor(~framed).view(-1, 1, 1)
+        return inside.unsqueeze(1).float()
 
 
 def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -265,4 +249,3 @@ def _resample(images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection",
                          align_corners=False)
-
