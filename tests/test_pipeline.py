@@ -357,3 +357,22 @@ def test_blur_and_grey_hit_their_share_of_images_and_leave_the_other_draws_alone
     assert (ours <= theirs + 1e-6).all() and ours.mean() < 0.9 * theirs.mean()
     with pytest.raises(ValueError, match="blur_prob"):
         Augmentation(blur_prob=2.0)
+
+
+def test_jpeg_hits_its_share_of_images_with_pillows_round_trip_and_leaves_the_rest_alone():
+    import io
+    images = torch.rand(100, 3, 40, 40, generator=torch.Generator().manual_seed(1))
+    plain = Augmentation(blur_prob=0.3)(images, range(100), seed=3, epoch=1)
+    out = Augmentation(blur_prob=0.3, jpeg_prob=0.3, jpeg_quality=(20, 20))(
+        images, range(100), seed=3, epoch=1)
+    changed = (out != plain).flatten(1).any(dim=1)
+    assert 15 < int(changed.sum()) < 45  # about 30
+    assert torch.equal(out[~changed], plain[~changed])  # every other draw is the same
+    for row in torch.nonzero(changed).flatten()[:5]:
+        pixels = (plain[row] * 255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0)
+        buffer = io.BytesIO()
+        Image.fromarray(pixels.numpy()).save(buffer, "JPEG", quality=20)
+        expected = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")) / 255.0
+        np.testing.assert_allclose(out[row].permute(1, 2, 0).numpy(), expected, atol=1e-6)
+    with pytest.raises(ValueError, match="jpeg_quality"):
+        Augmentation(jpeg_prob=0.5, jpeg_quality=(0, 50))

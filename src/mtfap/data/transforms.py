@@ -10,6 +10,7 @@ The path of one image::
 
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import dataclass
 
@@ -96,6 +97,9 @@ class Augmentation:
         enlarged and out-of-focus shots. 0 (the default) blurs nothing.
     grey_prob : probability of turning the image grey (the luma of ITU-R BT.601, in all three
         channels). 0 (the default) turns nothing grey.
+    jpeg_prob : probability of a JPEG round trip (Pillow) at a quality drawn uniformly from the
+        integers in ``jpeg_quality``: the blocks and ringing of heavily compressed photos. 0 (the
+        default) compresses nothing.
     """
 
     flip_prob: float = 0.5
@@ -111,6 +115,8 @@ class Augmentation:
     blur_prob: float = 0.0
     blur_sigma: tuple[float, float] = (0.004, 0.02)
     grey_prob: float = 0.0
+    jpeg_prob: float = 0.0
+    jpeg_quality: tuple[int, int] = (10, 60)
 
     def __post_init__(self):
         low, high = self.scale
@@ -132,6 +138,10 @@ class Augmentation:
             raise ValueError(f"invalid augmentation settings {self}: need 0 <= blur_prob <= 1, "
                              "0 < blur_sigma[0] <= blur_sigma[1] <= 0.1 (fractions of the "
                              "side), 0 <= grey_prob <= 1")
+        quality_low, quality_high = self.jpeg_quality
+        if not (0 <= self.jpeg_prob <= 1 and 1 <= quality_low <= quality_high <= 95):
+            raise ValueError(f"invalid augmentation settings {self}: need 0 <= jpeg_prob <= 1, "
+                             "1 <= jpeg_quality[0] <= jpeg_quality[1] <= 95")
 
     def draw(self, indices, *, seed: int, epoch: int) -> np.ndarray:
         """Per-image parameters, (N, 6): flip, crop side s, shift x, shift y, brightness, contrast.
@@ -173,6 +183,8 @@ class Augmentation:
             x = torch.addcmul(offset, x, (b * c).view(-1, 1, 1, 1)).clamp_(0.0, 1.0)
         if self.blur_prob > 0 or self.grey_prob > 0:
             x = self.degrade(x, indices, seed=seed, epoch=epoch)
+        if self.jpeg_prob > 0:
+            x = self.compress(x, indices, seed=seed, epoch=epoch)
         if self.frame_prob > 0:
             x = x * self.frame_masks(indices, x.shape[-2:], seed=seed, epoch=epoch).to(x.dtype)
         return x
@@ -192,6 +204,24 @@ class Augmentation:
             weights = x.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
             luma = (x[grey] * weights).sum(dim=1, keepdim=True)
             x[grey] = luma.expand(-1, 3, -1, -1)
+        return x
+
+    def compress(self, images: torch.Tensor, indices, *, seed: int, epoch: int) -> torch.Tensor:
+        """The JPEG round trip of ``jpeg_prob``, drawn from the two numbers of each image's
+        stream after the blur's and the grey's (so it changes none of the other draws)."""
+        draws = np.stack([np.random.default_rng([seed, epoch, int(index)]).random(16)[14:]
+                          for index in indices])
+        x = images.clone()
+        low, high = self.jpeg_quality
+        for row in np.flatnonzero(draws[:, 0] < self.jpeg_prob):
+            quality = low + min(int(draws[row, 1] * (high - low + 1)), high - low)
+            pixels = (x[row] * 255).round().clamp(0, 255).to(torch.uint8)
+            buffer = io.BytesIO()
+            Image.fromarray(pixels.permute(1, 2, 0).numpy()).save(buffer, "JPEG",
+                                                                  quality=quality)
+            buffer.seek(0)
+            decoded = np.asarray(Image.open(buffer).convert("RGB"))
+            x[row] = torch.from_numpy(decoded.copy()).permute(2, 0, 1).to(x.dtype) / 255.0
         return x
 
     def frame_masks(self, indices, size, *, seed: int, epoch: int) -> torch.Tensor:
