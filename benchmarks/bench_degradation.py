@@ -14,7 +14,6 @@ the network's 150 px.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import time
@@ -25,14 +24,9 @@ import torch
 from PIL import Image, ImageFilter
 
 from mtfap.data import open_dataset
+from mtfap.data.transforms import jpeg_round_trip
 from mtfap.evaluation.metrics import evaluate_predictions
 from mtfap.model import load_model
-
-
-def _jpeg(image: Image.Image, quality: int) -> Image.Image:
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=quality)
-    return Image.open(buffer).convert("RGB")
 
 
 CONDITIONS = {
@@ -40,7 +34,7 @@ CONDITIONS = {
     "blur 1 px": lambda image: image.filter(ImageFilter.GaussianBlur(1)),
     "blur 2 px": lambda image: image.filter(ImageFilter.GaussianBlur(2)),
     "grey": lambda image: image.convert("L").convert("RGB"),
-    "JPEG quality 10": lambda image: _jpeg(image, 10),
+    "JPEG quality 10": lambda image: jpeg_round_trip(image, 10),
 }
 
 

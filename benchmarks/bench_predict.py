@@ -25,7 +25,6 @@ Sub-commands (each writes a JSON into --out with the load average before and aft
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import math
 import os
@@ -41,6 +40,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from mtfap.applications.analyze import Analyzer
 from mtfap.data import open_dataset
+from mtfap.data.transforms import jpeg_round_trip
 from mtfap.evaluation.metrics import evaluate_predictions
 from mtfap.experiments.card import test_scores
 from mtfap.model import load_model
@@ -135,9 +135,7 @@ def place(image: np.ndarray, others: list[np.ndarray], rng, scale_base: float) -
     x = int(rng.integers(0, max(1, canvas_side - face.width)))
     y = int(rng.integers(0, max(1, canvas_side - face.height)))
     canvas.paste(face, (x, y), face)
-    buffer = io.BytesIO()
-    canvas.save(buffer, format="JPEG", quality=int(rng.integers(60, 96)))
-    return np.asarray(Image.open(buffer).convert("RGB"))
+    return np.asarray(jpeg_round_trip(canvas, int(rng.integers(60, 96))))
 
 
 def placed(args):
@@ -206,11 +204,6 @@ def lfw(args):
 
 def _conditions() -> dict:
     """name -> function (PIL RGB photo -> PIL RGB photo): what ``shift`` does to each photo."""
-    def jpeg(image, quality=10):
-        buffer = io.BytesIO()
-        image.save(buffer, format="JPEG", quality=quality)
-        return Image.open(buffer).convert("RGB")
-
     def scaled(image, factor):
         size = (max(8, round(image.width * factor)), max(8, round(image.height * factor)))
         return image.resize(size, Image.Resampling.LANCZOS)
@@ -231,7 +224,7 @@ def _conditions() -> dict:
         "half size (face ~28 px)": lambda image: scaled(image, 0.5),
         "double size": lambda image: scaled(image, 2.0),
         "blurred (Gaussian, 2 px)": lambda image: image.filter(ImageFilter.GaussianBlur(2)),
-        "JPEG quality 10": jpeg,
+        "JPEG quality 10": lambda image: jpeg_round_trip(image, 10),
         "tilted 40 degrees": lambda image: image.rotate(40, resample=Image.Resampling.BICUBIC),
         "sideways (90 degrees, no EXIF)": lambda image: image.transpose(
             Image.Transpose.ROTATE_90),

@@ -55,6 +55,14 @@ def preprocess(image: Image.Image, spec: InputSpec) -> np.ndarray:
     return np.array(resized, dtype=np.uint8)
 
 
+def jpeg_round_trip(image: Image.Image, quality: int) -> Image.Image:
+    """``image`` saved as a JPEG of ``quality`` (1-95) and read back, as RGB."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=int(quality))
+    buffer.seek(0)
+    return Image.open(buffer).convert("RGB")
+
+
 def normalize(images: torch.Tensor, spec: InputSpec) -> torch.Tensor:
     """``(x - mean) / std`` per channel for a batch (N, 3, H, W).
 
@@ -216,12 +224,8 @@ class Augmentation:
         for row in np.flatnonzero(draws[:, 0] < self.jpeg_prob):
             quality = low + min(int(draws[row, 1] * (high - low + 1)), high - low)
             pixels = (x[row] * 255).round().clamp(0, 255).to(torch.uint8)
-            buffer = io.BytesIO()
-            Image.fromarray(pixels.permute(1, 2, 0).numpy()).save(buffer, "JPEG",
-                                                                  quality=quality)
-            buffer.seek(0)
-            decoded = np.asarray(Image.open(buffer).convert("RGB"))
-            x[row] = torch.from_numpy(decoded.copy()).permute(2, 0, 1).to(x.dtype) / 255.0
+            photo = jpeg_round_trip(Image.fromarray(pixels.permute(1, 2, 0).numpy()), quality)
+            x[row] = torch.from_numpy(np.array(photo)).permute(2, 0, 1).to(x.dtype) / 255.0
         return x
 
     def frame_masks(self, indices, size, *, seed: int, epoch: int) -> torch.Tensor:
