@@ -376,3 +376,31 @@ def test_jpeg_hits_its_share_of_images_with_pillows_round_trip_and_leaves_the_re
         np.testing.assert_allclose(out[row].permute(1, 2, 0).numpy(), expected, atol=1e-6)
     with pytest.raises(ValueError, match="jpeg_quality"):
         Augmentation(jpeg_prob=0.5, jpeg_quality=(0, 50))
+
+
+def test_cover_paints_one_rectangle_of_its_drawn_size_on_its_share_and_leaves_the_rest_alone():
+    images = torch.rand(200, 3, 40, 50, generator=torch.Generator().manual_seed(2))
+    settings = dict(blur_prob=0.3, grey_prob=0.1, jpeg_prob=0.2, frame_prob=0.5)
+    plain = Augmentation(**settings)(images, range(200), seed=3, epoch=1)
+    cover = Augmentation(**settings, cover_prob=0.4, cover_area=(0.1, 0.2), cover_aspect=(0.5, 2))
+    out = cover(images, range(200), seed=3, epoch=1)
+    changed = (out != plain).flatten(1).any(dim=1)
+    assert 60 < int(changed.sum()) < 100  # about 80
+    assert torch.equal(out[~changed], plain[~changed])  # every other draw is the same
+    # Before the blur, grey, JPEG and framing: the bare step paints exact one-colour boxes.
+    bare = Augmentation(cover_prob=0.4, cover_area=(0.1, 0.2), cover_aspect=(0.5, 2))
+    base = Augmentation()(images, range(200), seed=3, epoch=1)
+    painted = bare.cover(base, range(200), seed=3, epoch=1)
+    diff = (painted != base).any(dim=1)  # (N, H, W)
+    hit = diff.flatten(1).any(dim=1)
+    assert torch.equal(hit, changed | hit) and int(hit.sum()) >= int(changed.sum())
+    for row in torch.nonzero(hit).flatten()[:20]:
+        rows_in, cols_in = torch.nonzero(diff[row].any(dim=1)), torch.nonzero(diff[row].any(dim=0))
+        top, bottom = int(rows_in.min()), int(rows_in.max()) + 1
+        left, right = int(cols_in.min()), int(cols_in.max()) + 1
+        box = painted[row, :, top:bottom, left:right]
+        assert torch.equal(box, box[:, :1, :1].expand_as(box))  # one colour
+        area = (bottom - top) * (right - left) / (40 * 50)
+        assert 0.08 < area < 0.23 and 0.4 < (right - left) / (bottom - top) < 2.5
+    with pytest.raises(ValueError, match="cover_area"):
+        Augmentation(cover_prob=0.5, cover_area=(0.3, 0.1))

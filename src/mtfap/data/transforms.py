@@ -108,6 +108,13 @@ class Augmentation:
     jpeg_prob : probability of a JPEG round trip (Pillow) at a quality drawn uniformly from the
         integers in ``jpeg_quality``: the blocks and ringing of heavily compressed photos. 0 (the
         default) compresses nothing.
+    cover_prob : probability of covering a rectangle of the image with one colour: the face
+        masks, scarves, hands and microphones in front of faces in photos. Its area is drawn
+        uniformly in ``cover_area`` (fractions of the image), its width-to-height ratio
+        log-uniformly in ``cover_aspect``, its centre uniformly over the places where it fits
+        and its colour uniformly (random erasing, Zhong et al., AAAI 2020). It is applied before
+        the blur, grey and JPEG, which then apply to it as to the face. 0 (the default) covers
+        nothing.
     """
 
     flip_prob: float = 0.5
@@ -125,6 +132,9 @@ class Augmentation:
     grey_prob: float = 0.0
     jpeg_prob: float = 0.0
     jpeg_quality: tuple[int, int] = (10, 60)
+    cover_prob: float = 0.0
+    cover_area: tuple[float, float] = (0.05, 0.2)
+    cover_aspect: tuple[float, float] = (0.5, 2.0)
 
     def __post_init__(self):
         low, high = self.scale
@@ -150,6 +160,13 @@ class Augmentation:
         if not (0 <= self.jpeg_prob <= 1 and 1 <= quality_low <= quality_high <= 95):
             raise ValueError(f"invalid augmentation settings {self}: need 0 <= jpeg_prob <= 1, "
                              "1 <= jpeg_quality[0] <= jpeg_quality[1] <= 95")
+        area_low, area_high = self.cover_area
+        aspect_low, aspect_high = self.cover_aspect
+        if not (0 <= self.cover_prob <= 1 and 0 < area_low <= area_high <= 1
+                and 0 < aspect_low <= aspect_high):
+            raise ValueError(f"invalid augmentation settings {self}: need 0 <= cover_prob <= 1, "
+                             "0 < cover_area[0] <= cover_area[1] <= 1, "
+                             "0 < cover_aspect[0] <= cover_aspect[1]")
 
     def draw(self, indices, *, seed: int, epoch: int) -> np.ndarray:
         """Per-image parameters, (N, 6): flip, crop side s, shift x, shift y, brightness, contrast.
@@ -189,6 +206,8 @@ class Augmentation:
             b, c = p[:, 4], p[:, 5]
             offset = (b * x.mean(dim=(1, 2, 3)) * (1 - c)).view(-1, 1, 1, 1)
             x = torch.addcmul(offset, x, (b * c).view(-1, 1, 1, 1)).clamp_(0.0, 1.0)
+        if self.cover_prob > 0:
+            x = self.cover(x, indices, seed=seed, epoch=epoch)
         if self.blur_prob > 0 or self.grey_prob > 0:
             x = self.degrade(x, indices, seed=seed, epoch=epoch)
         if self.jpeg_prob > 0:
@@ -226,6 +245,24 @@ class Augmentation:
             pixels = (x[row] * 255).round().clamp(0, 255).to(torch.uint8)
             photo = jpeg_round_trip(Image.fromarray(pixels.permute(1, 2, 0).numpy()), quality)
             x[row] = torch.from_numpy(np.array(photo)).permute(2, 0, 1).to(x.dtype) / 255.0
+        return x
+
+    def cover(self, images: torch.Tensor, indices, *, seed: int, epoch: int) -> torch.Tensor:
+        """The rectangles of ``cover_prob``, drawn from the eight numbers of each image's stream
+        after the JPEG's (so it changes none of the other draws)."""
+        draws = np.stack([np.random.default_rng([seed, epoch, int(index)]).random(24)[16:]
+                          for index in indices])
+        x = images.clone()
+        height, width = x.shape[-2:]
+        (area_low, area_high), (aspect_low, aspect_high) = self.cover_area, self.cover_aspect
+        for row in np.flatnonzero(draws[:, 0] < self.cover_prob):
+            area = (area_low + (area_high - area_low) * draws[row, 1]) * height * width
+            aspect = np.exp(np.log(aspect_low) + np.log(aspect_high / aspect_low) * draws[row, 2])
+            w = min(width, max(1, round(float(np.sqrt(area * aspect)))))
+            h = min(height, max(1, round(float(np.sqrt(area / aspect)))))
+            left = min(int(draws[row, 3] * (width - w + 1)), width - w)
+            top = min(int(draws[row, 4] * (height - h + 1)), height - h)
+            x[row, :, top:top + h, left:left + w] = x.new_tensor(draws[row, 5:8]).view(3, 1, 1)
         return x
 
     def frame_masks(self, indices, size, *, seed: int, epoch: int) -> torch.Tensor:
