@@ -404,3 +404,42 @@ def test_cover_paints_one_rectangle_of_its_drawn_size_on_its_share_and_leaves_th
         assert 0.08 < area < 0.23 and 0.4 < (right - left) / (bottom - top) < 2.5
     with pytest.raises(ValueError, match="cover_area"):
         Augmentation(cover_prob=0.5, cover_area=(0.3, 0.1))
+
+
+def test_cover_centre_keeps_the_rectangles_in_their_box_and_covered_names_the_painted_images():
+    images = torch.rand(300, 3, 40, 50, generator=torch.Generator().manual_seed(4))
+    lower = Augmentation(cover_prob=0.5, cover_area=(0.05, 0.1), cover_aspect=(1, 2),
+                         cover_centre=(0.4, 0.7, 0.6, 0.85))
+    painted = lower.cover(images, range(300), seed=5, epoch=2)
+    diff = (painted != images).any(dim=1)  # (N, H, W)
+    hit = diff.flatten(1).any(dim=1).numpy()
+    np.testing.assert_array_equal(hit, lower.covered(range(300), seed=5, epoch=2))
+    assert 120 < hit.sum() < 180  # about 150
+    for row in np.flatnonzero(hit):
+        ys, xs = torch.nonzero(diff[row], as_tuple=True)
+        centre_x = (int(xs.min()) + int(xs.max()) + 1) / 2 / 50
+        centre_y = (int(ys.min()) + int(ys.max()) + 1) / 2 / 40
+        # Centres drawn in the box, moved by at most a pixel in rounding, or pushed inside.
+        assert 0.4 - 0.02 <= centre_x <= 0.6 + 0.02
+        assert 0.7 - 0.03 <= centre_y <= 0.85 + 0.03 or int(ys.max()) == 39
+    assert not Augmentation().covered(range(5), seed=5, epoch=2).any()
+    with pytest.raises(ValueError, match="cover_centre"):
+        Augmentation(cover_prob=0.5, cover_centre=(0.6, 0.7, 0.4, 0.8))
+    with pytest.raises(ValueError, match="cover_unlabel"):
+        Augmentation(cover_prob=0.5, cover_unlabel="Smiling")
+
+
+def test_cover_unlabel_reads_the_named_labels_of_covered_images_as_missing(toy, tmp_path):
+    cover = Augmentation(cover_prob=0.5, cover_unlabel=("Smiling",))
+    loader = make_loader(toy, SPEC, train=True, batch_size=N_IMAGES, seed=1,
+                         augmentation=cover, cache_dir=tmp_path / "cache")
+    batch = next(iter(loader))
+    index = batch.index.tolist()
+    covered = cover.covered(index, seed=1, epoch=0)
+    assert 0 < covered.sum() < N_IMAGES  # both kinds in the batch (seeded)
+    expected = toy.mask[index].copy()
+    expected[covered, 1] = False  # Smiling only; Male and Young keep their labels
+    np.testing.assert_array_equal(batch.mask.numpy(), expected)
+    with pytest.raises(ValueError, match="'Lipstick'.*Male, Smiling, Young"):
+        make_loader(toy, SPEC, train=True, cache_dir=tmp_path / "cache",
+                    augmentation=Augmentation(cover_prob=0.5, cover_unlabel=("Lipstick",)))

@@ -91,10 +91,14 @@ class NormalizingCollate:
     """Stacks samples, augments them (training) and normalises them for ``spec``.
 
     ``epoch`` is set by ``FaceLoader`` before each pass; this runs in the DataLoader workers.
+    ``unlabel`` (k,) bool: the label columns to read as missing on the images that the
+    augmentation covers (its ``cover_unlabel``).
     """
 
-    def __init__(self, spec: InputSpec, augmentation: Augmentation | None, seed: int):
+    def __init__(self, spec: InputSpec, augmentation: Augmentation | None, seed: int,
+                 unlabel: np.ndarray | None = None):
         self.spec, self.augmentation, self.seed, self.epoch = spec, augmentation, seed, 0
+        self.unlabel = None if unlabel is None else torch.as_tensor(unlabel, dtype=torch.bool)
 
     def __call__(self, samples) -> Batch:
         images = torch.stack([s[0] for s in samples])
@@ -104,6 +108,10 @@ class NormalizingCollate:
         if self.augmentation is not None:
             images = self.augmentation(images.float().div_(255.0), index.tolist(), seed=self.seed,
                                        epoch=self.epoch)
+            if self.unlabel is not None:
+                covered = torch.as_tensor(self.augmentation.covered(
+                    index.tolist(), seed=self.seed, epoch=self.epoch))
+                mask = mask & ~(covered.view(-1, 1) & self.unlabel.view(1, -1))
         return Batch(normalize(images, self.spec), labels, mask, index)
 
 
@@ -161,7 +169,15 @@ def make_loader(dataset: FaceDataset | FaceImageDataset, spec: InputSpec, *, tra
                                   skip_bad_images=skip_bad_images)
     if train and augmentation is None:
         augmentation = Augmentation()
-    collate = NormalizingCollate(spec, augmentation if train else None, seed)
+    unlabel = None
+    if train and augmentation.cover_unlabel:
+        attributes = list(images.faces.attributes)
+        unknown = [name for name in augmentation.cover_unlabel if name not in attributes]
+        if unknown:
+            raise ValueError(f"augmentation cover_unlabel names {unknown}, not attributes of "
+                             f"this dataset; its attributes are {', '.join(attributes)}")
+        unlabel = np.isin(attributes, augmentation.cover_unlabel)
+    collate = NormalizingCollate(spec, augmentation if train else None, seed, unlabel)
     generator = torch.Generator().manual_seed(seed) if shuffle else None
     return FaceLoader(images, batch_size=batch_size, shuffle=shuffle, sampler=sampler,
                       num_workers=num_workers, collate_fn=collate, drop_last=drop_last,

@@ -115,6 +115,13 @@ class Augmentation:
         and its colour uniformly (random erasing, Zhong et al., AAAI 2020). It is applied before
         the blur, grey and JPEG, which then apply to it as to the face. 0 (the default) covers
         nothing.
+    cover_centre : ``(x0, y0, x1, y1)``, fractions of the image: draw the rectangle's centre
+        uniformly in this box instead (the rectangle then moved inside the image where it
+        overhangs), to cover one part of the face, such as the mouth and chin that a face mask
+        hides. None (the default): anywhere it fits.
+    cover_unlabel : attributes whose labels the training loss leaves out on covered images
+        (read as missing), so that a model is not taught to guess what the rectangle hides.
+        Applied by the training loader (``make_loader``), which knows the attributes' columns.
     """
 
     flip_prob: float = 0.5
@@ -135,6 +142,8 @@ class Augmentation:
     cover_prob: float = 0.0
     cover_area: tuple[float, float] = (0.05, 0.2)
     cover_aspect: tuple[float, float] = (0.5, 2.0)
+    cover_centre: tuple[float, float, float, float] | None = None
+    cover_unlabel: tuple[str, ...] = ()
 
     def __post_init__(self):
         low, high = self.scale
@@ -167,6 +176,14 @@ class Augmentation:
             raise ValueError(f"invalid augmentation settings {self}: need 0 <= cover_prob <= 1, "
                              "0 < cover_area[0] <= cover_area[1] <= 1, "
                              "0 < cover_aspect[0] <= cover_aspect[1]")
+        if self.cover_centre is not None:
+            box = tuple(self.cover_centre)
+            if not (len(box) == 4 and 0 <= box[0] <= box[2] <= 1 and 0 <= box[1] <= box[3] <= 1):
+                raise ValueError(f"invalid augmentation settings {self}: need cover_centre = "
+                                 "(x0, y0, x1, y1) with 0 <= x0 <= x1 <= 1, 0 <= y0 <= y1 <= 1")
+        if isinstance(self.cover_unlabel, str):
+            raise ValueError(f"invalid augmentation settings {self}: cover_unlabel is a list of "
+                             f"attribute names, such as [{self.cover_unlabel!r}]")
 
     def draw(self, indices, *, seed: int, epoch: int) -> np.ndarray:
         """Per-image parameters, (N, 6): flip, crop side s, shift x, shift y, brightness, contrast.
@@ -250,8 +267,7 @@ class Augmentation:
     def cover(self, images: torch.Tensor, indices, *, seed: int, epoch: int) -> torch.Tensor:
         """The rectangles of ``cover_prob``, drawn from the eight numbers of each image's stream
         after the JPEG's (so it changes none of the other draws)."""
-        draws = np.stack([np.random.default_rng([seed, epoch, int(index)]).random(24)[16:]
-                          for index in indices])
+        draws = self._cover_draws(indices, seed=seed, epoch=epoch)
         x = images.clone()
         height, width = x.shape[-2:]
         (area_low, area_high), (aspect_low, aspect_high) = self.cover_area, self.cover_aspect
@@ -260,10 +276,29 @@ class Augmentation:
             aspect = np.exp(np.log(aspect_low) + np.log(aspect_high / aspect_low) * draws[row, 2])
             w = min(width, max(1, round(float(np.sqrt(area * aspect)))))
             h = min(height, max(1, round(float(np.sqrt(area / aspect)))))
-            left = min(int(draws[row, 3] * (width - w + 1)), width - w)
-            top = min(int(draws[row, 4] * (height - h + 1)), height - h)
+            if self.cover_centre is None:
+                left = min(int(draws[row, 3] * (width - w + 1)), width - w)
+                top = min(int(draws[row, 4] * (height - h + 1)), height - h)
+            else:
+                x0, y0, x1, y1 = self.cover_centre
+                centre_x = (x0 + (x1 - x0) * draws[row, 3]) * width
+                centre_y = (y0 + (y1 - y0) * draws[row, 4]) * height
+                left = min(max(round(centre_x - w / 2), 0), width - w)
+                top = min(max(round(centre_y - h / 2), 0), height - h)
             x[row, :, top:top + h, left:left + w] = x.new_tensor(draws[row, 5:8]).view(3, 1, 1)
         return x
+
+    def covered(self, indices, *, seed: int, epoch: int) -> np.ndarray:
+        """(N,) bool: which images :meth:`cover` paints (from the same draws)."""
+        if self.cover_prob == 0:
+            return np.zeros(len(indices), dtype=bool)
+        return self._cover_draws(indices, seed=seed, epoch=epoch)[:, 0] < self.cover_prob
+
+    @staticmethod
+    def _cover_draws(indices, *, seed: int, epoch: int) -> np.ndarray:
+        """The eight numbers of each image's stream after the JPEG's, (N, 8)."""
+        return np.stack([np.random.default_rng([seed, epoch, int(index)]).random(24)[16:]
+                         for index in indices])
 
     def frame_masks(self, indices, size, *, seed: int, epoch: int) -> torch.Tensor:
         """(N, 1, H, W) masks of the framing: 1 inside each image's window, 0 outside; all ones
