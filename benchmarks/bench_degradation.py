@@ -3,7 +3,8 @@
 On a seeded sample of aligned CelebA faces of one split, each model (a shipped model's name, an
 exported model's folder or a run folder) predicts the faces as they are and after each
 degradation; the table gives the mean accuracy over the 40 attributes and the ``Male``
-accuracy per condition, and the paired change from the untouched faces. The stored images are
+accuracy per condition, and the paired change from the untouched faces (the JSON also keeps each
+attribute's accuracy per condition). The stored images are
 CelebA's aligned crops (102 x 125 in the shared copy), so a blur of 2 px there is about 3 px at
 the network's 150 px.
 
@@ -90,7 +91,10 @@ def main(argv=None) -> dict:
                 "mean_accuracy_change": 100 * (summary.mean_accuracy - reference[0]),
                 "male_accuracy_change": 100 * (male_accuracy - reference[1]),
                 "mean_probability": {a: float(scores[:, split.attributes.index(a)].mean())
-                                     for a in ("Male", "Young")}}
+                                     for a in ("Male", "Young")},
+                "accuracy": {a: 100 * float(correct[mask[:, j], j].mean())
+                             if mask[:, j].any() else None
+                             for j, a in enumerate(split.attributes)}}
             print(f"{name:<40} {condition:<16} mean {rows_out[condition]['mean_accuracy']:6.2f} "
                   f"({rows_out[condition]['mean_accuracy_change']:+.2f})  Male "
                   f"{rows_out[condition]['male_accuracy']:6.2f} "
