@@ -32,6 +32,12 @@ SETTINGS = {
     "+ framing (the recipe)": {"frame_prob": 0.5},
     "+ framing, blur and grey (the default model's version 3)": {
         "frame_prob": 0.5, "blur_prob": 0.3, "grey_prob": 0.1},
+    "+ JPEG (the default model's version 4)": {
+        "frame_prob": 0.5, "blur_prob": 0.3, "grey_prob": 0.1, "jpeg_prob": 0.3},
+    "+ covered mouths (measured, not shipped)": {
+        "frame_prob": 0.5, "blur_prob": 0.3, "grey_prob": 0.1, "jpeg_prob": 0.3,
+        "cover_prob": 0.3, "cover_area": (0.08, 0.16), "cover_aspect": (1.5, 3.0),
+        "cover_centre": (0.42, 0.70, 0.58, 0.78)},
 }
 
 
