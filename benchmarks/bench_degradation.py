@@ -92,9 +92,8 @@ def main(argv=None) -> dict:
                 "male_accuracy_change": 100 * (male_accuracy - reference[1]),
                 "mean_probability": {a: float(scores[:, split.attributes.index(a)].mean())
                                      for a in ("Male", "Young")},
-                "accuracy": {a: 100 * float(correct[mask[:, j], j].mean())
-                             if mask[:, j].any() else None
-                             for j, a in enumerate(split.attributes)}}
+                "accuracy": {a: None if np.isnan(v) else 100 * float(v)
+                             for a, v in zip(split.attributes, summary.accuracy)}}
             print(f"{name:<40} {condition:<16} mean {rows_out[condition]['mean_accuracy']:6.2f} "
                   f"({rows_out[condition]['mean_accuracy_change']:+.2f})  Male "
                   f"{rows_out[condition]['male_accuracy']:6.2f} "
